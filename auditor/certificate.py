@@ -1,0 +1,193 @@
+"""The certificate: what was audited, how, what was measured, and what that guarantees.
+
+Its canonical JSON (sorted keys, UTF-8, no NaN, compact separators) is the exact byte string that
+is hashed and signed, so the same certificate always serialises to the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from auditor.errors import AuditorError
+
+CERTIFICATE_VERSION = 1
+Verdict = Literal["pass", "fail", "inconclusive"]
+
+GUARANTEE = (
+    "With probability at least 1 - alpha over the audit's random draws, for every task the smoothed score "
+    "g(theta) = E_eps S(theta + eps), eps ~ N(0, sigma^2 I) on the perturbed parameters, is at least p_lower; "
+    "and any change Delta of those parameters keeps the smoothed score of the changed model at least "
+    "Phi(Phi^-1(p_lower) - ||Delta||_2 / sigma) (and at least p_lower - ||Delta||_2 / (sqrt(2 pi) sigma))."
+)
+DOES_NOT_CLAIM = [
+    "It does not bound the raw (unsmoothed) score of the model or of a fine-tuned model; the raw score of a "
+    "changed model can fall further by the basin gap (clean score minus smoothed score).",
+    "It says nothing about changes to parameters outside the perturbed set, nor about tasks or prompts "
+    "outside the audited benchmark.",
+    "The certified radius is an L2 distance in weight space of order sigma; typical fine-tunes move the weights "
+    "much further. A change outside the radius is 'not certified', not 'unsafe'.",
+    "An oracle is only as good as its judge: keyword refusal judges and string matching can misjudge answers.",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileDigest(_Frozen):
+    """One file of the checkpoint and its SHA-256."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+class ModelIdentity(_Frozen):
+    """Which weights were audited: every file's digest and a root digest over all of them."""
+
+    name: str
+    source: str
+    files: list[FileDigest]
+    root_digest: str
+    dtype: str
+    n_parameters: int
+
+
+class PolicyRecord(_Frozen):
+    """The policy text exactly as read, and its digest."""
+
+    path: str | None
+    sha256: str
+    text: str
+
+
+class PerturbationRecord(_Frozen):
+    """Which coordinates were smoothed and at what scale."""
+
+    space: str
+    sigma: float
+    include: list[str]
+    exclude: list[str]
+    parameters: list[str]
+    parameters_digest: str
+    dimension: int
+    typical_noise_norm: float = Field(description="sigma * sqrt(dimension): the size of a draw, not a radius.")
+
+
+class SamplingRecord(_Frozen):
+    """How the draws were made and bounded."""
+
+    design: str
+    bound: str
+    exact: bool = Field(description="True when the bound's coverage is exact (not asymptotic).")
+    anytime_valid: bool
+    sequential: bool
+    draws_planned: int
+    draws_used: int
+    batch_size: int
+    subset: int | None
+    randomised_rounding: bool
+    alpha: float
+    alpha_per_task: float
+    correction: str
+
+
+class BoundCurve(_Frozen):
+    """Certified smoothed score after a change of norm ||Delta||, by the two theorems."""
+
+    delta_norm: list[float]
+    strong: list[float]
+    weak: list[float]
+
+
+class TaskResult(_Frozen):
+    """Measurements, bounds and verdict for one task."""
+
+    name: str
+    description: dict[str, Any]
+    n_examples: int
+    clean_score: float
+    draws: int
+    evaluations: int = Field(description="Example evaluations under noise (the audit's cost).")
+    p_hat: float
+    p_lower: float
+    p_upper: float
+    basin_gap: float = Field(description="clean_score - p_lower: an upper estimate of the raw-score basin gap.")
+    target: float
+    radius: float = Field(description="Certified L2 radius for the target (strong theorem).")
+    radius_weak: float
+    radius_over_sigma: float
+    curve: BoundCurve
+    min_p_lower: float | None
+    min_radius: float | None
+    verdict: Verdict
+    reasons: list[str]
+
+
+class ToolRecord(_Frozen):
+    """Software that produced the certificate."""
+
+    name: str
+    version: str
+    versions: dict[str, str]
+
+
+class Certificate(_Frozen):
+    """A complete, versioned audit certificate."""
+
+    certificate_version: Literal[1] = CERTIFICATE_VERSION
+    run_id: str
+    tool: ToolRecord
+    started: str
+    finished: str
+    model: ModelIdentity
+    policy: PolicyRecord
+    seed: int
+    perturbation: PerturbationRecord
+    sampling: SamplingRecord
+    tasks: list[TaskResult]
+    verdict: Verdict
+    reasons: list[str]
+    guarantee: str = GUARANTEE
+    does_not_claim: list[str] = Field(default_factory=lambda: list(DOES_NOT_CLAIM))
+    artifacts: dict[str, str] = Field(
+        default_factory=dict, description="Digests (sha256) of rendered HTML/PDF, keyed by file name."
+    )
+
+    def canonical_json(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json"))
+
+
+def canonical_json(data: Any) -> bytes:
+    """Sorted keys, UTF-8, compact, no NaN: the byte string that is hashed and signed."""
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+        "utf-8"
+    )
+
+
+def write_certificate(cert: Certificate, path: Path) -> None:
+    """Write the canonical JSON (plus a trailing newline) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(cert.canonical_json() + b"\n")
+    tmp.replace(path)
+
+
+def read_certificate(path: Path) -> Certificate:
+    """Load and validate a certificate JSON file; one-line AuditorError on any problem."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise AuditorError(f"{path}: certificate not found") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AuditorError(f"{path}: not a readable certificate JSON ({exc})") from exc
+    try:
+        return Certificate.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise AuditorError(f"{path}: field '{loc}': {err['msg']}") from exc

