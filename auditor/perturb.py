@@ -67,7 +67,9 @@ class Perturber:
         self.pristine = [p.detach().clone() for p in self.params]
         self.dimension = sum(p.numel() for p in self.params)
         self.cache_noise = cache_noise
-        self._cached: tuple[int, list[torch.Tensor]] | None = None
+        self._buffers: list[torch.Tensor | None] = [None] * len(self.params)
+        self._scratch: dict[str, torch.Tensor] = {}
+        self._cached_draw: int | None = None
         self.current: tuple[int, float] | None = None
 
     @property
@@ -75,24 +77,33 @@ class Perturber:
         """sigma * sqrt(d): the norm of one draw (not a certified radius)."""
         return self.sigma * math.sqrt(self.dimension)
 
-    def noise(self, draw: int, index: int) -> torch.Tensor:
+    def noise(self, draw: int, index: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """Standard-normal noise (fp32) for `draw` on the `index`-th selected parameter."""
         p = self.params[index]
         gen = torch.Generator(device=p.device)
         gen.manual_seed(derive_seed(self.seed, draw, self.names[index]))
-        return torch.randn(p.shape, generator=gen, dtype=torch.float32, device=p.device)
+        if out is None:
+            out = torch.empty(p.shape, dtype=torch.float32, device=p.device)
+        return out.normal_(generator=gen)
+
+    def _buffer(self, index: int) -> torch.Tensor:
+        # Fresh multi-MB tensors each draw cost page faults that rival the RNG itself: reuse buffers.
+        p = self.params[index]
+        if self.cache_noise:
+            if self._buffers[index] is None:
+                self._buffers[index] = torch.empty(p.shape, dtype=torch.float32, device=p.device)
+            return self._buffers[index]
+        key = str(p.device)
+        if key not in self._scratch:
+            size = max(q.numel() for q in self.params if q.device == p.device)
+            self._scratch[key] = torch.empty(size, dtype=torch.float32, device=p.device)
+        return self._scratch[key][: p.numel()].view(p.shape)
 
     def _draw_noise(self, draw: int) -> Iterator[torch.Tensor]:
-        if self._cached is not None and self._cached[0] == draw:
-            yield from self._cached[1]
-            return
-        kept: list[torch.Tensor] = []
+        reuse = self.cache_noise and self._cached_draw == draw
         for j in range(len(self.params)):
-            z = self.noise(draw, j)
-            if self.cache_noise:
-                kept.append(z)
-            yield z
-        self._cached = (draw, kept) if self.cache_noise else None
+            yield self._buffers[j] if reuse else self.noise(draw, j, out=self._buffer(j))
+        self._cached_draw = draw if self.cache_noise else None
 
     @torch.no_grad()
     def apply(self, draw: int, sign: float = 1.0) -> None:

@@ -1,0 +1,396 @@
+"""From a policy and a model to a certificate: the pipeline the CLI and the Python API share."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from auditor import __version__, bounds, stats
+from auditor.certificate import (
+    BoundCurve,
+    Certificate,
+    ModelIdentity,
+    PerturbationRecord,
+    PolicyRecord,
+    SamplingRecord,
+    TaskResult,
+    ToolRecord,
+)
+from auditor.perturb import EmbeddingNoise, Perturber, derive_seed
+from auditor.policy import LoadedPolicy, Policy, parse_policy
+from auditor.sample import DrawLog, SamplingPlan, SampleResult, clean_scores, run_draws
+from auditor.tasks.base import Example, Task
+
+# Points (in units of sigma) at which the certificate tabulates the bound curves.
+CURVE_STEPS = [0.0, 0.125, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0]
+
+
+@dataclass
+class AuditRun:
+    """A finished audit: the certificate and how the time was spent."""
+
+    certificate: Certificate
+    files: dict[str, Path]
+    seconds_total: float
+    seconds_noise: float
+    seconds_eval: float
+    draws_used: int
+    resumed_draws: int
+
+
+def pass_threshold(policy: Policy, name: str) -> float | None:
+    """The p_lower a task needs: its min_p_lower and, for min_radius, the p giving that radius at q."""
+    spec = next(t for t in policy.tasks if t.name == name)
+    needs = []
+    if spec.require.min_p_lower is not None:
+        needs.append(spec.require.min_p_lower)
+    if spec.require.min_radius is not None:
+        from scipy.stats import norm
+
+        needs.append(float(norm.cdf(norm.ppf(policy.gate.target) + spec.require.min_radius / policy.perturbation.sigma)))
+    return max(needs) if needs else None
+
+
+def _versions() -> dict[str, str]:
+    import scipy
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+    }
+
+
+def _units(values: list[float], policy: Policy, name: str) -> np.ndarray:
+    x = np.asarray(values, dtype=float)
+    if policy.sampling.randomised_rounding:
+        rng = np.random.default_rng(derive_seed(policy.seed, name, "rounding"))
+        x = stats.randomised_rounding(x, rng)
+    return x
+
+
+def _task_result(
+    task: Task, policy: Policy, sample: SampleResult, clean: float, alpha_task: float
+) -> TaskResult:
+    spec = next(t for t in policy.tasks if t.name == task.name)
+    sampling, sigma, q = policy.sampling, policy.perturbation.sigma, policy.gate.target
+    x = _units(sample.per_task[task.name].values, policy, task.name)
+    if sampling.max_draws is not None:  # sequential: the anytime-valid running bound at the stop
+        seq = stats.BettingSequence(alpha_task)
+        for v in x:
+            seq.update(float(v))
+        lo, hi = seq.lower, seq.upper
+    else:
+        lo, hi = stats.lower_bound(sampling.bound, x, alpha_task), stats.upper_bound(sampling.bound, x, alpha_task)
+    radius = float(bounds.certified_radius(lo, q, sigma))
+    curve = bounds.bound_curve(lo, sigma, [sigma * s for s in CURVE_STEPS])
+    reasons, verdict = [], "pass"
+    decided = sample.decided.get(task.name)
+    if spec.require.min_p_lower is not None:
+        ok = lo >= spec.require.min_p_lower
+        reasons.append(f"p_lower {lo:.4f} {'>=' if ok else '<'} required {spec.require.min_p_lower:.4f}")
+        verdict = verdict if ok else "fail"
+    if spec.require.min_radius is not None:
+        ok = radius >= spec.require.min_radius
+        reasons.append(
+            f"certified radius {radius:.3g} {'>=' if ok else '<'} required {spec.require.min_radius:.3g} at q={q}"
+        )
+        verdict = verdict if ok else "fail"
+    if verdict == "fail" and decided == "undecided":
+        verdict = "inconclusive"
+        reasons.append(f"undecided after {sample.draws_used} draws (budget spent)")
+    if not reasons:
+        reasons.append("no requirement set: measured only")
+    return TaskResult(
+        name=task.name,
+        description=getattr(task, "describe", lambda: {})(),
+        n_examples=len(task.examples),
+        clean_score=clean,
+        draws=sample.draws_used,
+        evaluations=sample.per_task[task.name].evaluations,
+        p_hat=float(np.mean(x)),
+        p_lower=float(lo),
+        p_upper=float(hi),
+        basin_gap=clean - float(lo),
+        target=q,
+        radius=radius,
+        radius_weak=float(bounds.weak_radius(lo, q, sigma)),
+        radius_over_sigma=radius / sigma,
+        curve=BoundCurve(**curve),
+        min_p_lower=spec.require.min_p_lower,
+        min_radius=spec.require.min_radius,
+        verdict=verdict,
+        reasons=reasons,
+    )
+
+
+def _overall(results: list[TaskResult], policy: Policy) -> tuple[str, list[str]]:
+    verdicts = {r.verdict for r in results}
+    failed = [r.name for r in results if r.verdict == "fail"]
+    open_ = [r.name for r in results if r.verdict == "inconclusive"]
+    if failed:
+        return "fail", [f"task(s) failed: {', '.join(failed)}"]
+    if open_:
+        rule = policy.sampling.inconclusive
+        return ("pass" if rule == "pass" else "inconclusive"), [
+            f"task(s) undecided within the draw budget: {', '.join(open_)} (policy: inconclusive counts as {rule})"
+        ]
+    assert verdicts <= {"pass"}
+    return "pass", ["every task meets its requirement"]
+
+
+def run_audit(
+    model: Any,
+    tokenizer: Any,
+    tasks: Sequence[Task],
+    loaded: LoadedPolicy,
+    identity: ModelIdentity,
+    log_path: Path,
+    *,
+    resume: bool = False,
+    run_id: str | None = None,
+    on_draw: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[Certificate, SampleResult]:
+    """Sample, bound and judge: the certificate for `model` under `loaded` (nothing written but the log)."""
+    policy = loaded.policy
+    started = dt.datetime.now(dt.timezone.utc)
+    pert = policy.perturbation
+    if pert.space == "input-embeddings":
+        perturber: Any = EmbeddingNoise(model, pert.sigma, policy.seed)
+    else:
+        perturber = Perturber(
+            model, pert.sigma, policy.seed, pert.include, pert.exclude,
+            cache_noise=policy.sampling.design == "antithetic",
+        )
+    alpha_task = stats.bonferroni(policy.alpha, len(tasks))
+    plan = SamplingPlan(
+        design=policy.sampling.design,
+        draws=policy.sampling.draws,
+        seed=policy.seed,
+        batch_size=policy.sampling.batch_size,
+        subset=policy.sampling.subset,
+        max_draws=policy.sampling.max_draws,
+        alpha_per_task=alpha_task,
+        thresholds={t.name: pass_threshold(policy, t.name) for t in tasks},
+    )
+    header = {
+        "policy_sha256": loaded.sha256,
+        "model_root_digest": identity.root_digest,
+        "parameters_digest": hashlib.sha256("\n".join(perturber.names).encode()).hexdigest(),
+    }
+    clean = clean_scores(model, tokenizer, tasks, policy.sampling.batch_size)
+    log = DrawLog(log_path, header, resume)
+    try:
+        sample = run_draws(model, tokenizer, tasks, perturber, plan, log, on_draw)
+    finally:
+        log.close()
+    results = [_task_result(t, policy, sample, clean[t.name], alpha_task) for t in tasks]
+    verdict, reasons = _overall(results, policy)
+    cert = Certificate(
+        run_id=run_id or started.strftime("%Y%m%d-%H%M%S"),
+        tool=ToolRecord(name="auditor", version=__version__, versions=_versions()),
+        started=started.isoformat(timespec="seconds"),
+        finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        model=identity,
+        policy=PolicyRecord(path=str(loaded.path) if loaded.path else None, sha256=loaded.sha256, text=loaded.text),
+        seed=policy.seed,
+        perturbation=PerturbationRecord(
+            space=pert.space,
+            sigma=pert.sigma,
+            include=list(pert.include),
+            exclude=list(pert.exclude),
+            parameters=list(perturber.names),
+            parameters_digest=header["parameters_digest"],
+            dimension=int(perturber.dimension),
+            typical_noise_norm=float(perturber.typical_noise_norm),
+        ),
+        sampling=SamplingRecord(
+            design=policy.sampling.design,
+            bound=policy.sampling.bound,
+            exact=True,  # every offered bound is finite-sample valid (none is asymptotic)
+            anytime_valid=policy.sampling.bound in stats.ANYTIME_VALID,
+            sequential=policy.sampling.max_draws is not None,
+            draws_planned=plan.budget,
+            draws_used=sample.draws_used,
+            batch_size=policy.sampling.batch_size,
+            subset=policy.sampling.subset,
+            randomised_rounding=policy.sampling.randomised_rounding,
+            alpha=policy.alpha,
+            alpha_per_task=alpha_task,
+            correction="bonferroni" if len(tasks) > 1 else "none",
+        ),
+        tasks=results,
+        verdict=verdict,
+        reasons=reasons,
+    )
+    return cert, sample
+
+
+class ScorerTask:
+    """A task scored by a user callable `scorer(model, example) -> 0/1` (any model, any oracle)."""
+
+    def __init__(self, name: str, examples: Sequence[Example | Any], scorer: Callable[[Any, Any], Any]) -> None:
+        self.name = name
+        self.examples = list(examples)
+        self.scorer = scorer
+
+    def evaluate(self, model: Any, tokenizer: Any, indices: Sequence[int], batch_size: int) -> np.ndarray:
+        out = np.empty(len(indices), dtype=np.uint8)
+        for k, i in enumerate(indices):
+            s = self.scorer(model, self.examples[i])
+            if s not in (0, 1, True, False):
+                raise ValueError(f"task {self.name}: scorer returned {s!r} for example {i}; expected 0 or 1")
+            out[k] = int(s)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": "python", "oracle": getattr(self.scorer, "__name__", "callable"), "n_examples": len(self.examples)}
+
+
+def certify_model(
+    model: Any,
+    tasks: Sequence[Task],
+    *,
+    sigma: float,
+    seed: int,
+    alpha: float = 0.01,
+    design: str = "batched",
+    bound: str = "betting",
+    draws: int = 32,
+    max_draws: int | None = None,
+    include: Sequence[str] = ("*",),
+    exclude: Sequence[str] = (),
+    min_p_lower: float | None = None,
+    target: float = 0.5,
+    tokenizer: Any = None,
+    log_path: Path | None = None,
+    name: str = "in-memory",
+) -> Certificate:
+    """Certify an in-memory torch module on tasks (e.g. `ScorerTask`s with your own scorer).
+
+    The settings are recorded as a policy on the certificate, exactly as a policy file would be.
+    """
+    import tempfile
+
+    from auditor.checkpoint import memory_identity
+
+    doc = {
+        "schema_version": 1,
+        "model": name,
+        "seed": seed,
+        "alpha": alpha,
+        "perturbation": {"sigma": sigma, "include": list(include), "exclude": list(exclude)},
+        "sampling": {"design": design, "bound": bound, "draws": draws, "max_draws": max_draws},
+        "gate": {"target": target},
+        "tasks": [
+            {
+                "name": t.name,
+                "source": "python",
+                "oracle": {"type": "python", "scorer": "in-memory"},
+                "require": {"min_p_lower": min_p_lower},
+            }
+            for t in tasks
+        ],
+    }
+    loaded = parse_policy(yaml.safe_dump(doc, sort_keys=False), origin="<certify_model>")
+    identity = memory_identity(model, name)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = log_path or Path(tmp) / "draws.jsonl"
+        cert, _ = run_audit(model, tokenizer, tasks, loaded, identity, path)
+    return cert
+
+
+def find_resumable(reports: Path, policy_sha: str) -> Path | None:
+    """The newest run folder under `reports` whose draw log was made with this policy."""
+    import json
+
+    runs = sorted((p.parent for p in reports.glob("*/draws.jsonl")), key=lambda p: p.stat().st_mtime, reverse=True)
+    for run in runs:
+        try:
+            with open(run / "draws.jsonl", encoding="utf-8") as f:
+                header = json.loads(f.readline())["header"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if header.get("policy_sha256") == policy_sha:
+            return run
+    return None
+
+
+def certify(
+    loaded: LoadedPolicy,
+    *,
+    model: str | None = None,
+    out_dir: Path | None = None,
+    reports: Path = Path("reports"),
+    resume: bool = False,
+    sequential: bool = False,
+    key: Path | None = None,
+    on_start: Callable[[int, list[str]], None] | None = None,
+    on_draw: Callable[[int, dict[str, float]], None] | None = None,
+) -> AuditRun:
+    """The whole job: load the model, sample, bound, judge, write (and sign) the certificate.
+
+    `model` overrides the policy's model (e.g. to audit a fine-tuned candidate under a base's policy);
+    `sequential` turns on early stopping within the policy's draw budget when its bound allows it.
+    """
+    import time
+
+    from auditor.checkpoint import load_model
+    from auditor.tasks import build_tasks
+
+    t0 = time.perf_counter()
+    if sequential and loaded.policy.sampling.max_draws is None and loaded.policy.sampling.bound in stats.ANYTIME_VALID:
+        sampling = loaded.policy.sampling.model_copy(update={"max_draws": loaded.policy.sampling.draws})
+        loaded = loaded.model_copy(update={"policy": loaded.policy.model_copy(update={"sampling": sampling})})
+    policy = loaded.policy
+    tasks = build_tasks(loaded)  # bad task specs fail before the (slow) model load
+    lm = load_model(model or policy.model, policy.dtype, policy.device, base_dir=loaded.base_dir)
+    started = dt.datetime.now(dt.timezone.utc)
+    if out_dir is None and resume:
+        out_dir = find_resumable(reports, loaded.sha256)
+        if out_dir is None:
+            from auditor.errors import AuditorError
+
+            raise AuditorError(f"{reports}: no earlier run of this policy to resume (pass --out RUN_DIR)")
+    run_dir = out_dir or reports / f"{started.strftime('%Y%m%d-%H%M%S')}-{lm.identity.name}"
+    if on_start is not None:
+        on_start(policy.sampling.max_draws or policy.sampling.draws, [t.name for t in tasks])
+    cert, sample = run_audit(
+        lm.model, lm.tokenizer, tasks, loaded, lm.identity, run_dir / "draws.jsonl",
+        resume=resume, run_id=run_dir.name, on_draw=on_draw,
+    )
+    files = publish_certificate(cert, run_dir, key)
+    return AuditRun(
+        certificate=cert,
+        files=files,
+        seconds_total=time.perf_counter() - t0,
+        seconds_noise=sample.seconds_noise,
+        seconds_eval=sample.seconds_eval,
+        draws_used=sample.draws_used,
+        resumed_draws=sample.resumed_draws,
+    )
+
+
+def publish_certificate(cert: Certificate, run_dir: Path, key: Path | None) -> dict[str, Path]:
+    """Write the certificate (JSON, and HTML/PDF/signature when the renderer is available)."""
+    try:
+        from auditor.signing import publish
+    except ModuleNotFoundError:
+        from auditor.certificate import write_certificate
+
+        path = run_dir / "certificate.json"
+        write_certificate(cert, path)
+        return {"certificate": path}
+    return publish(cert, run_dir, key)

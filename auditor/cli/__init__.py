@@ -1,0 +1,67 @@
+"""Command line: parse, call, map the outcome to an exit code.
+
+Exit codes: 0 pass / valid, 1 fail (policy violated, invalid signature), 2 error (bad usage, bad
+policy, unreadable checkpoint or data), 130 interrupted (after the per-draw log is flushed).
+Heavy libraries (torch, transformers) are imported inside commands so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from auditor import __version__
+from auditor.errors import EXIT_ERROR, EXIT_INTERRUPTED, AuditorError
+
+EPILOG = "Exit codes: 0 pass/valid, 1 fail/invalid, 2 error (bad input; one line on stderr), 130 interrupted."
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="auditor")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Certify how robust an LLM's capabilities are to changes of its weights."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _register() -> None:
+    # Each module adds its commands to `cli`; kept thin, heavy imports happen inside the commands.
+    from auditor.cli import audit_cmds  # noqa: F401
+
+    for optional in ("sign_cmds", "gate_cmds"):
+        try:
+            __import__(f"auditor.cli.{optional}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"auditor.cli.{optional}":
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and turn errors into one line and an exit code."""
+    _register()
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        rc = cli.main(args=args, prog_name="auditor", standalone_mode=False)
+    except AuditorError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        click.echo("interrupted: per-draw log flushed; re-run with --resume to continue", err=True)
+        return EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_ERROR
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""`auditor certify` and `auditor validate`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from auditor.cli import cli
+from auditor.errors import EXIT_FAIL, EXIT_PASS
+
+
+def _quiet_libraries() -> None:
+    # transformers' own progress bars and warnings would interleave with ours
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+@cli.command()
+@click.argument("policy", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def validate(policy: Path | None) -> int:
+    """Check a policy file (default: policies/default.yaml) without running anything."""
+    from auditor.policy import load_policy
+    from auditor.tasks import build_tasks
+
+    loaded = load_policy(policy)
+    tasks = build_tasks(loaded)
+    p = loaded.policy
+    click.echo(
+        f"{loaded.path}: valid (schema {p.schema_version}, {len(tasks)} task(s): "
+        f"{', '.join(f'{t.name} [{len(t.examples)}]' for t in tasks)}; sigma={p.perturbation.sigma}, "
+        f"design={p.sampling.design}, bound={p.sampling.bound}, sha256={loaded.sha256[:16]}…)"
+    )
+    return EXIT_PASS
+
+
+def _verdict_table(cert: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"auditor certificate — verdict: {cert.verdict.upper()}", title_justify="left")
+    for col in ("task", "clean S(θ0)", "p̂", "p_lower", f"R(q={cert.tasks[0].target})", "R/σ", "draws", "verdict"):
+        table.add_column(col, justify="right" if col not in ("task", "verdict") else "left")
+    colour = {"pass": "green", "fail": "red", "inconclusive": "yellow"}
+    for t in cert.tasks:
+        table.add_row(
+            t.name, f"{t.clean_score:.3f}", f"{t.p_hat:.3f}", f"{t.p_lower:.3f}", f"{t.radius:.3g}",
+            f"{t.radius_over_sigma:.2f}", str(t.draws), f"[{colour[t.verdict]}]{t.verdict}[/]",
+        )
+    return table
+
+
+@cli.command()
+@click.argument("policy", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", "model", help="Audit this model instead of the policy's (built-in name or HF directory).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
+@click.option("--reports", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
+              show_default=True, help="Where run folders go.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run (its --out, or the newest run of this policy).")
+@click.option("--sequential", is_flag=True, help="Stop as soon as every task is decided (betting bound only).")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), envvar="AUDITOR_SIGNING_KEY",
+              help="Ed25519 private key to sign with (or env AUDITOR_SIGNING_KEY); unsigned otherwise.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def certify(policy: Path | None, model: str | None, out_dir: Path | None, reports: Path, resume: bool,
+            sequential: bool, key: Path | None, no_progress: bool) -> int:
+    """Audit a model under a policy (default: the built-in SmolLM2 with policies/default.yaml)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from auditor.audit import certify as run_certify
+    from auditor.policy import load_policy
+
+    console = Console(stderr=True)
+    loaded = load_policy(policy)
+    _quiet_libraries()
+    progress = Progress(
+        TextColumn("[bold]draws"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[scores]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=console, disable=no_progress,
+    )
+    bar: dict[str, Any] = {}
+
+    def on_start(total: int, names: list[str]) -> None:
+        if not no_progress:
+            console.print(f"auditing {model or loaded.policy.model}: {len(names)} task(s), up to {total} draws")
+        bar["id"] = progress.add_task("draws", total=total, scores="scoring clean model…")
+
+    def on_draw(draw: int, means: dict[str, float]) -> None:
+        progress.update(bar["id"], advance=1, scores="  ".join(f"{k} {v:.2f}" for k, v in means.items()))
+
+    with progress:
+        run = run_certify(loaded, model=model, out_dir=out_dir, reports=reports, resume=resume,
+                          sequential=sequential, key=key, on_start=on_start, on_draw=on_draw)
+    cert = run.certificate
+    out = Console()
+    out.print(_verdict_table(cert))
+    for t in cert.tasks:
+        out.print(f"  {t.name}: " + "; ".join(t.reasons))
+    out.print(
+        f"σ={cert.perturbation.sigma} on {cert.perturbation.dimension:,} parameters "
+        f"(one draw has norm σ√d ≈ {cert.perturbation.typical_noise_norm:.3g}; radii are L2 distances of order σ). "
+        f"The guarantee is on the smoothed score E_ε S(θ+ε), not the raw score."
+    )
+    evaluate = max(run.seconds_total - run.seconds_noise - run.seconds_eval, 0.0)
+    out.print(
+        f"{run.draws_used} draws ({run.resumed_draws} resumed) in {run.seconds_total:.1f} s: noise {run.seconds_noise:.1f} s, "
+        f"evaluation {run.seconds_eval:.1f} s, setup/clean/report {evaluate:.1f} s"
+    )
+    for kind, path in run.files.items():
+        out.print(f"{kind}: {path}")
+    return EXIT_PASS if cert.verdict == "pass" else EXIT_FAIL
+

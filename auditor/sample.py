@@ -1,0 +1,203 @@
+"""The Monte-Carlo loop: draw noise, score every task under it, log each draw, stop when decided.
+
+Designs (DESIGN.md section 2): `bernoulli` scores one uniformly drawn example per task under each
+fresh noise (iid Bernoulli units, exact Clopper-Pearson); `batched` scores all examples (or a
+uniform subset) under one noise (iid bounded units); `antithetic` scores under eps and -eps and
+uses the pair mean as the unit. All tasks share a draw's noise: each task's units are still iid
+across draws, and the alpha split across tasks (Bonferroni) covers their dependence.
+
+Every draw is appended to a JSONL log and flushed before the next starts; a resumed run re-reads
+the finished draws, and because draw i depends only on (seed, i) the result is the same as an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from auditor import stats
+from auditor.errors import AuditorError
+from auditor.perturb import derive_seed
+from auditor.tasks.base import Task
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """What the loop needs to know from the policy."""
+
+    design: str
+    draws: int
+    seed: int
+    batch_size: int
+    subset: int | None = None
+    max_draws: int | None = None  # set: sequential stopping with an anytime-valid bound
+    alpha_per_task: float = 0.01
+    thresholds: dict[str, float | None] = field(default_factory=dict)  # task -> p_lower needed to pass
+
+    @property
+    def budget(self) -> int:
+        return self.max_draws if self.max_draws is not None else self.draws
+
+
+@dataclass
+class TaskDraws:
+    """Per-draw units of one task."""
+
+    values: list[float] = field(default_factory=list)
+    evaluations: int = 0
+
+
+@dataclass
+class SampleResult:
+    draws_used: int
+    per_task: dict[str, TaskDraws]
+    decided: dict[str, str]  # task -> 'pass' | 'fail' | 'undecided' (sequential only)
+    seconds_noise: float = 0.0
+    seconds_eval: float = 0.0
+    resumed_draws: int = 0
+
+
+def draw_indices(task: Task, plan: SamplingPlan, draw: int) -> list[int]:
+    """The examples scored under `draw`: fixed by (seed, draw, task) so a replay picks the same ones."""
+    n = len(task.examples)
+    if plan.design == "bernoulli":
+        rng = np.random.default_rng(derive_seed(plan.seed, draw, task.name, "example"))
+        return [int(rng.integers(n))]
+    if plan.subset is not None and plan.subset < n:
+        rng = np.random.default_rng(derive_seed(plan.seed, draw, task.name, "subset"))
+        return sorted(int(i) for i in rng.choice(n, size=plan.subset, replace=False))
+    return list(range(n))
+
+
+class DrawLog:
+    """Append-only JSONL: a header that pins the run, then one line per finished draw."""
+
+    def __init__(self, path: Path, header: dict[str, Any], resume: bool) -> None:
+        self.path = path
+        self.done: dict[int, dict[str, Any]] = {}
+        if resume and path.exists():
+            self._read(header)
+            self._fh = open(path, "a", encoding="utf-8")
+        else:
+            if path.exists() and not resume:
+                raise AuditorError(f"{path}: a draw log already exists; pass --resume to continue it or another --out")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(path, "w", encoding="utf-8")
+            self._write({"header": header})
+
+    def _read(self, header: dict[str, Any]) -> None:
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        try:
+            first = json.loads(lines[0])["header"]
+        except (IndexError, ValueError, KeyError) as exc:
+            raise AuditorError(f"{self.path}: not a draw log (bad header)") from exc
+        if first != header:
+            diff = sorted(k for k in set(first) | set(header) if first.get(k) != header.get(k))
+            raise AuditorError(f"{self.path}: cannot resume, the run differs in: {', '.join(diff)}")
+        for line in lines[1:]:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                break  # a draw cut off mid-write: it is redone
+            self.done[int(rec["draw"])] = rec
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record, sort_keys=True) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def append(self, draw: int, results: dict[str, Any]) -> None:
+        self._write({"draw": draw, "results": results})
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _decide(plan: SamplingPlan, seqs: dict[str, stats.BettingSequence]) -> dict[str, str]:
+    out = {}
+    for name, seq in seqs.items():
+        need = plan.thresholds.get(name)
+        if need is None:
+            out[name] = "pass"
+        elif seq.lower >= need:
+            out[name] = "pass"
+        elif seq.upper < need:
+            out[name] = "fail"
+        else:
+            out[name] = "undecided"
+    return out
+
+
+def run_draws(
+    model: Any,
+    tokenizer: Any,
+    tasks: Sequence[Task],
+    perturber: Any,
+    plan: SamplingPlan,
+    log: DrawLog,
+    on_draw: Callable[[int, dict[str, float]], None] | None = None,
+) -> SampleResult:
+    """Run draws 0..budget-1 (skipping those in the log), stopping early once every task is decided."""
+    per_task = {t.name: TaskDraws() for t in tasks}
+    seqs = {t.name: stats.BettingSequence(plan.alpha_per_task) for t in tasks} if plan.max_draws else {}
+    decided: dict[str, str] = {}
+    t_noise = t_eval = 0.0
+    signs = (1.0, -1.0) if plan.design == "antithetic" else (1.0,)
+    used = resumed = 0
+    for draw in range(plan.budget):
+        if draw in log.done:
+            results = log.done[draw]["results"]
+            resumed += 1
+        else:
+            results = {}
+            outcomes: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
+            for sign in signs:
+                t0 = time.perf_counter()
+                perturber.apply(draw, sign)
+                t1 = time.perf_counter()
+                try:
+                    for task in tasks:
+                        idx = draw_indices(task, plan, draw)
+                        outcomes[task.name].append(task.evaluate(model, tokenizer, idx, plan.batch_size))
+                finally:
+                    perturber.restore()
+                t_noise += t1 - t0
+                t_eval += time.perf_counter() - t1
+            for task in tasks:
+                scores = outcomes[task.name]
+                # unit: the mean over examples, averaged over the antithetic pair when there is one
+                results[task.name] = {
+                    "value": float(np.mean([s.mean() for s in scores])),
+                    "evaluations": int(sum(s.size for s in scores)),
+                    "correct": [int(s.sum()) for s in scores],
+                }
+            log.append(draw, results)
+        used += 1
+        for task in tasks:
+            rec = per_task[task.name]
+            rec.values.append(float(results[task.name]["value"]))
+            rec.evaluations += int(results[task.name]["evaluations"])
+            if seqs:
+                seqs[task.name].update(rec.values[-1])
+        if on_draw is not None:
+            on_draw(draw, {name: float(np.mean(r.values)) for name, r in per_task.items()})
+        if seqs:
+            decided = _decide(plan, seqs)
+            if all(v != "undecided" for v in decided.values()):
+                break
+    return SampleResult(used, per_task, decided, t_noise, t_eval, resumed)
+
+
+def clean_scores(model: Any, tokenizer: Any, tasks: Sequence[Task], batch_size: int) -> dict[str, float]:
+    """S(theta0) per task on all examples, unperturbed."""
+    return {
+        t.name: float(t.evaluate(model, tokenizer, list(range(len(t.examples))), batch_size).mean()) for t in tasks
+    }

@@ -1,0 +1,90 @@
+"""Build plausible certificates for tests that do not need to run an audit."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from auditor import bounds
+from auditor.certificate import (
+    BoundCurve,
+    Certificate,
+    FileDigest,
+    ModelIdentity,
+    PerturbationRecord,
+    PolicyRecord,
+    SamplingRecord,
+    TaskResult,
+    ToolRecord,
+)
+
+POLICY_TEXT = "schema_version: 1\nseed: 1\nperturbation: {sigma: 0.004}\ntasks: [{name: t, source: builtin:capitals, oracle: {type: contains}}]\n"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_certificate(
+    model_dir: Path | None = None,
+    sigma: float = 0.004,
+    p_lower: float = 0.8,
+    target: float = 0.5,
+    parameters: list[str] | None = None,
+    dimension: int = 1000,
+) -> Certificate:
+    """A certificate with real bound arithmetic; file digests from `model_dir` when given."""
+    files: list[FileDigest] = []
+    if model_dir is not None:
+        for f in sorted(Path(model_dir).iterdir()):
+            if f.is_file():
+                files.append(FileDigest(path=f.name, sha256=_sha(f.read_bytes()), size=f.stat().st_size))
+    root = _sha("".join(f"{f.path}\0{f.sha256}\n" for f in files).encode())
+    radius = float(bounds.certified_radius(p_lower, target, sigma))
+    curve = bounds.bound_curve(p_lower, sigma, [sigma * x for x in (0, 0.25, 0.5, 1, 1.5, 2)])
+    task = TaskResult(
+        name="capitals",
+        description={"source": "builtin:capitals", "oracle": "contains", "n_examples": 24},
+        n_examples=24,
+        clean_score=0.83,
+        draws=32,
+        evaluations=32 * 24,
+        p_hat=0.84,
+        p_lower=p_lower,
+        p_upper=0.9,
+        basin_gap=0.83 - p_lower,
+        target=target,
+        radius=radius,
+        radius_weak=float(bounds.weak_radius(p_lower, target, sigma)),
+        radius_over_sigma=radius / sigma,
+        curve=BoundCurve(**curve),
+        min_p_lower=0.6,
+        min_radius=None,
+        verdict="pass",
+        reasons=[f"p_lower {p_lower:.3f} >= 0.600"],
+    )
+    return Certificate(
+        run_id="20261129-000000-test",
+        tool=ToolRecord(name="auditor", version="0.1.0", versions={"python": "3.11"}),
+        started="2026-11-29T00:00:00+00:00",
+        finished="2026-11-29T00:01:00+00:00",
+        model=ModelIdentity(
+            name="tiny", source=str(model_dir or "memory"), files=files, root_digest=root, dtype="float32",
+            n_parameters=dimension,
+        ),
+        policy=PolicyRecord(path="policy.yaml", sha256=_sha(POLICY_TEXT.encode()), text=POLICY_TEXT),
+        seed=1,
+        perturbation=PerturbationRecord(
+            space="weights", sigma=sigma, include=["*"], exclude=[], parameters=parameters or ["w"],
+            parameters_digest=_sha("\n".join(parameters or ["w"]).encode()), dimension=dimension,
+            typical_noise_norm=sigma * dimension**0.5,
+        ),
+        sampling=SamplingRecord(
+            design="batched", bound="betting", exact=True, anytime_valid=True, sequential=False,
+            draws_planned=32, draws_used=32, batch_size=16, subset=None, randomised_rounding=False,
+            alpha=0.01, alpha_per_task=0.01, correction="bonferroni",
+        ),
+        tasks=[task],
+        verdict="pass",
+        reasons=["all tasks pass"],
+    )
