@@ -1,0 +1,1 @@
+"""Benchmarks and simulations; run each module as a script (see its docstring)."""
