@@ -384,13 +384,7 @@ def certify(
 
 
 def publish_certificate(cert: Certificate, run_dir: Path, key: Path | None) -> dict[str, Path]:
-    """Write the certificate (JSON, and HTML/PDF/signature when the renderer is available)."""
-    try:
-        from auditor.signing import publish
-    except ModuleNotFoundError:
-        from auditor.certificate import write_certificate
+    """Write the certificate JSON, HTML and PDF (and the signed envelope when a key is given)."""
+    from auditor.signing import publish
 
-        path = run_dir / "certificate.json"
-        write_certificate(cert, path)
-        return {"certificate": path}
     return publish(cert, run_dir, key)

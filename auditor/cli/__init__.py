@@ -31,7 +31,7 @@ def _register() -> None:
     # Each module adds its commands to `cli`; kept thin, heavy imports happen inside the commands.
     from auditor.cli import audit_cmds  # noqa: F401
 
-    for optional in ("sign_cmds", "gate_cmds"):
+    for optional in ("sign_cmds", "gate_cmds"):  # present in full installs; tolerated while absent
         try:
             __import__(f"auditor.cli.{optional}")
         except ModuleNotFoundError as exc:

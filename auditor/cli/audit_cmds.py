@@ -75,9 +75,11 @@ def certify(policy: Path | None, model: str | None, out_dir: Path | None, report
 
     from auditor.audit import certify as run_certify
     from auditor.policy import load_policy
+    from auditor.signing import resolve_key
 
     console = Console(stderr=True)
     loaded = load_policy(policy)
+    key = resolve_key(key)  # a bad key fails now, not after the audit
     _quiet_libraries()
     progress = Progress(
         TextColumn("[bold]draws"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[scores]}"),

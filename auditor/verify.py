@@ -1,0 +1,267 @@
+"""Check a signed certificate: envelope signature, certificate bytes, rendered files, model files.
+
+`verify` returns a `Verification` (valid or invalid, with a one-line reason) and raises AuditorError
+only for usage problems: no key, a path that does not exist, a file that cannot be read.
+Anything that is present but does not match is invalid, never an error: tampering must not be
+able to turn a failed check into a usage error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditor.certificate import Certificate, canonical_json
+from auditor.errors import AuditorError
+from auditor.signing import (
+    CERT_HTML,
+    CERT_JSON,
+    CERT_PDF,
+    ENVELOPE,
+    PAYLOAD_TYPE,
+    PREDICATE_TYPE,
+    STATEMENT_TYPE,
+    load_public_key,
+    policy_subject_name,
+    sha256_path,
+)
+
+VERIFY_KEY_ENV = "AUDITOR_VERIFY_KEY"
+ENVELOPE_SUFFIXES = (".intoto.jsonl", ".intoto.json", ".dsse.json", ".jsonl")
+
+
+class Invalid(Exception):
+    """A check that failed: the certificate is not what it claims."""
+
+
+@dataclass
+class Verification:
+    """The outcome: valid or not, the reason when not, and what was checked."""
+
+    valid: bool
+    reason: str = ""
+    checked: list[str] = field(default_factory=list)
+    certificate: Certificate | None = None
+
+    def summary(self) -> str:
+        if not self.valid:
+            return f"INVALID: {self.reason}"
+        cert = self.certificate
+        head = f"VALID: certificate {cert.run_id} (verdict {cert.verdict.upper()})" if cert else "VALID"
+        return head + "\n" + "\n".join(f"  - {line}" for line in self.checked)
+
+
+def locate(target: Path) -> tuple[Path, Path]:
+    """(envelope, certificate.json) for a run directory, an envelope, or a certificate JSON."""
+    target = Path(target)
+    if not target.exists():
+        raise AuditorError(f"{target}: not found")
+    if target.is_dir():
+        return target / ENVELOPE, target / CERT_JSON
+    if target.name.endswith(ENVELOPE_SUFFIXES):
+        return target, target.parent / CERT_JSON
+    return target.parent / ENVELOPE, target
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise AuditorError(f"{path}: {what} not readable ({exc.strerror or exc})") from exc
+
+
+def _strict_b64(text: Any) -> bytes:
+    # Reject anything but the one canonical encoding, so no edit of the text decodes to the same bytes.
+    if not isinstance(text, str):
+        raise ValueError("not a string")
+    raw = base64.b64decode(text, validate=True)
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise ValueError("non-canonical base64")
+    return raw
+
+
+def parse_envelope(data: bytes) -> Any:
+    """A securesystemslib DSSE Envelope from the file bytes; Invalid when malformed in any way."""
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.exceptions import FormatError
+
+    lines = data.split(b"\n")
+    if len(lines) > 2 or (len(lines) == 2 and lines[1] != b""):
+        raise Invalid("envelope file must hold exactly one DSSE envelope on one line")
+    try:
+        raw = json.loads(lines[0])
+        if not isinstance(raw, dict) or set(raw) != {"payload", "payloadType", "signatures"}:
+            raise ValueError("unexpected fields")
+        _strict_b64(raw["payload"])
+        for sig in raw["signatures"]:
+            _strict_b64(sig["sig"])
+        envelope = Envelope.from_dict(copy.deepcopy(raw))
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, FormatError) as exc:
+        raise Invalid(f"malformed DSSE envelope ({exc})") from exc
+    if envelope.to_dict() != raw:
+        raise Invalid("malformed DSSE envelope (it does not re-serialise to itself)")
+    return envelope
+
+
+def check_signature(envelope: Any, key: Any) -> None:
+    from securesystemslib.exceptions import VerificationError
+
+    if envelope.payload_type != PAYLOAD_TYPE:
+        raise Invalid(f"envelope payloadType is {envelope.payload_type!r}, expected {PAYLOAD_TYPE!r}")
+    try:
+        envelope.verify([key], 1)
+    except (VerificationError, ValueError) as exc:
+        raise Invalid(f"signature does not verify with key {key.keyid[:16]}… ({exc})") from exc
+
+
+def parse_statement(payload: bytes) -> tuple[dict[str, Any], Certificate]:
+    """The signed statement and its predicate as a Certificate; Invalid on any mismatch of shape."""
+    try:
+        statement = json.loads(payload)
+    except ValueError as exc:
+        raise Invalid(f"signed payload is not JSON ({exc})") from exc
+    if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
+        raise Invalid(f"signed payload is not an in-toto Statement ({STATEMENT_TYPE})")
+    if statement.get("predicateType") != PREDICATE_TYPE:
+        raise Invalid(f"predicateType is {statement.get('predicateType')!r}, expected {PREDICATE_TYPE!r}")
+    subjects = statement.get("subject")
+    if not isinstance(subjects, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("digest"), dict)
+        for s in subjects
+    ):
+        raise Invalid("statement subjects are malformed")
+    try:
+        cert = Certificate.model_validate(statement.get("predicate"))
+    except ValueError as exc:
+        raise Invalid("signed predicate is not a valid certificate") from exc
+    return statement, cert
+
+
+def subject_digests(statement: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for s in statement["subject"]:
+        if s["name"] in out:
+            raise Invalid(f"subject {s['name']!r} appears twice")
+        out[s["name"]] = str(s["digest"].get("sha256", ""))
+    return out
+
+
+def check_consistency(cert: Certificate, subjects: dict[str, str]) -> None:
+    """The signed subjects say the same as the signed certificate (files, policy, renders)."""
+    weights = {
+        k: v for k, v in subjects.items() if k not in (CERT_HTML, CERT_PDF) and not k.startswith("policy:")
+    }
+    if weights != {f.path: f.sha256 for f in cert.model.files}:
+        raise Invalid("statement subjects do not match the certificate's model files")
+    if subjects.get(policy_subject_name(cert)) != cert.policy.sha256:
+        raise Invalid("statement policy subject does not match the certificate's policy digest")
+    if hashlib.sha256(cert.policy.text.encode("utf-8")).hexdigest() != cert.policy.sha256:
+        raise Invalid("the policy text in the certificate does not match its sha256")
+    for name in (CERT_HTML, CERT_PDF):
+        if name in cert.artifacts and subjects.get(name) != cert.artifacts[name]:
+            raise Invalid(f"{name}: digest in the certificate differs from the signed subject")
+
+
+def check_certificate_file(path: Path, predicate: Any) -> None:
+    """certificate.json must be byte-for-byte the canonical JSON of the signed predicate."""
+    data = _read(path, "certificate")
+    expected = canonical_json(predicate)
+    if data not in (expected, expected + b"\n"):
+        raise Invalid(f"{path.name} differs from the signed predicate (canonical bytes)")
+
+
+def check_renders(run_dir: Path, subjects: dict[str, str]) -> list[str]:
+    """HTML and PDF present next to the certificate must match their signed digests."""
+    notes = []
+    for name in (CERT_HTML, CERT_PDF):
+        path = run_dir / name
+        if not path.exists():
+            notes.append(f"{name}: not present (not checked)")
+            continue
+        if name not in subjects:
+            raise Invalid(f"{name} is present but not covered by the signature")
+        try:
+            digest = sha256_path(path)
+        except OSError as exc:
+            raise AuditorError(f"{path}: not readable ({exc.strerror or exc})") from exc
+        if digest != subjects[name]:
+            raise Invalid(f"{name}: sha256 differs from the signed digest")
+        notes.append(f"{name}: matches its signed digest")
+    return notes
+
+
+def check_model(model_dir: Path, cert: Certificate) -> str:
+    """Every model file on disk matches the signed digests; a missing or extra file is invalid."""
+    from auditor.checkpoint import directory_digests, root_digest
+
+    if not model_dir.is_dir():
+        raise AuditorError(f"{model_dir}: model directory not found")
+    if not cert.model.files:
+        raise Invalid("the certificate records no model files (an in-memory model): nothing to compare")
+    try:
+        on_disk = {f.path: f.sha256 for f in directory_digests(model_dir)}
+    except OSError as exc:
+        raise AuditorError(f"{model_dir}: not readable ({exc.strerror or exc})") from exc
+    signed = {f.path: f.sha256 for f in cert.model.files}
+    missing = sorted(set(signed) - set(on_disk))
+    extra = sorted(set(on_disk) - set(signed))
+    if missing:
+        raise Invalid(
+            f"model file missing: {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
+    if extra:
+        raise Invalid(
+            f"model file not in the certificate: {extra[0]}"
+            + (f" (+{len(extra) - 1} more)" if len(extra) > 1 else "")
+        )
+    for path, digest in sorted(signed.items()):
+        if on_disk[path] != digest:
+            raise Invalid(f"model file {path}: sha256 differs from the signed digest")
+    if root_digest(list(cert.model.files)) != cert.model.root_digest:
+        raise Invalid("the certificate's root digest does not match its file digests")
+    return f"model: {len(signed)} file(s) in {model_dir} match (root {cert.model.root_digest[:16]}…)"
+
+
+def verify(target: Path, key_path: Path | None, model_dir: Path | None = None) -> Verification:
+    """Verify a run directory, envelope or certificate against an Ed25519 public key."""
+    if key_path is None:
+        raise AuditorError(f"a public key is required: pass --key PUB or set {VERIFY_KEY_ENV}")
+    key = load_public_key(Path(key_path))
+    envelope_path, cert_path = locate(Path(target))
+    if model_dir is not None and not Path(model_dir).is_dir():
+        raise AuditorError(f"{model_dir}: model directory not found")
+    if not envelope_path.exists():
+        if cert_path.exists():
+            return Verification(
+                False, f"no signature envelope ({ENVELOPE}) next to {cert_path.name}: UNSIGNED"
+            )
+        raise AuditorError(f"{Path(target)}: neither {ENVELOPE} nor {CERT_JSON} found")
+    if not cert_path.exists():
+        raise AuditorError(f"{cert_path}: certificate not found next to the envelope")
+    envelope_bytes = _read(envelope_path, "envelope")
+    try:
+        envelope = parse_envelope(envelope_bytes)
+        check_signature(envelope, key)
+        statement, cert = parse_statement(envelope.payload)
+        subjects = subject_digests(statement)
+        check_consistency(cert, subjects)
+        check_certificate_file(cert_path, statement["predicate"])
+        checked = [
+            f"signature: Ed25519, key {key.keyid[:16]}…",
+            f"statement: {STATEMENT_TYPE}, predicate {PREDICATE_TYPE}, {len(subjects)} subjects",
+            f"{cert_path.name}: identical to the signed predicate",
+        ]
+        checked += check_renders(envelope_path.parent, subjects)
+        if model_dir is not None:
+            checked.append(check_model(Path(model_dir), cert))
+        else:
+            checked.append("model files: not checked (pass --model DIR to re-hash them)")
+    except Invalid as exc:
+        return Verification(False, str(exc))
+    return Verification(True, checked=checked, certificate=cert)
