@@ -1,0 +1,539 @@
+"""The fine-tuning gate: does a candidate stay inside a base model's certified radius?
+
+No model is evaluated. The gate streams both checkpoints tensor by tensor, accumulates
+||theta_ft - theta0||_2^2 in float64 over exactly the certificate's perturbed parameters, requires
+every other tensor to be bit-identical (the theorem covers nothing else), and compares the bound
+Phi(Phi^-1(p_lower) - ||Delta||/sigma) with each task's target q. Outside the radius the verdict is
+"not certified", never "unsafe": radii are O(sigma) and typical fine-tunes move much further.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from auditor.certificate import Certificate, FileDigest
+from auditor.checkpoint import PICKLE_SUFFIXES, check_safetensors, sha256_file, weight_files
+from auditor.errors import AuditorError, CheckpointError
+
+CHUNK_BYTES = 16 << 20
+_BLOCK = 1 << 17  # float64 elements per arithmetic block (1 MiB: stays in cache)
+ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8,
+            "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+FLOATS = ("F64", "F32", "F16", "BF16")
+_NP = {"F64": np.float64, "F32": np.float32, "F16": np.float16}
+MODEL_DTYPES = {"float64": "F64", "float32": "F32", "bfloat16": "BF16", "float16": "F16"}
+_EXACT_UP = {("BF16", "F32"), ("BF16", "F64"), ("F16", "F32"), ("F16", "F64"), ("F32", "F64")}
+# Config keys that change tensor shapes or the parameter layout: a different architecture altogether.
+_ARCH_KEYS = {"model_type", "architectures", "tie_word_embeddings", "head_dim"}
+_HARMLESS_KEYS = {"transformers_version", "_name_or_path", "dtype", "torch_dtype", "use_cache"}
+EMBED_SUFFIXES = ("embed_tokens.weight", "wte.weight", "embed_in.weight", "word_embeddings.weight",
+                  "tok_embeddings.weight")
+_NOT_MODEL_FILES = {"config.json", "model.safetensors.index.json", "adapter_config.json"}
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """Where one tensor's bytes live: file, absolute offset, size, dtype, shape."""
+
+    name: str
+    path: Path
+    offset: int
+    nbytes: int
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def safetensors_refs(path: Path) -> dict[str, TensorRef]:
+    """Parse and validate one safetensors header (no tensor data is read, nothing is unpickled)."""
+    try:
+        from safetensors import safe_open
+
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n)) if 0 < n <= 100 << 20 else None
+        if not isinstance(header, dict):
+            raise ValueError("bad header length")
+        with safe_open(str(path), framework="numpy"):  # the reference parser must accept it too
+            pass
+    except Exception as exc:  # safetensors raises its own error type
+        raise CheckpointError(f"{path}: not a valid safetensors file ({str(exc).splitlines()[0]})") from exc
+    refs = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, (start, end) = info["dtype"], info["data_offsets"]
+            shape = tuple(int(s) for s in info["shape"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: tensor {name}: malformed header entry") from exc
+        if dtype not in ITEMSIZE:
+            raise CheckpointError(f"{path}: tensor {name}: unsupported dtype {dtype}")
+        if end - start != math.prod(shape) * ITEMSIZE[dtype]:
+            raise CheckpointError(f"{path}: tensor {name}: byte size does not match {list(shape)} {dtype}")
+        refs[name] = TensorRef(name, path, 8 + n + int(start), int(end - start), dtype, shape)
+    check_safetensors(path)  # truncation: the data must reach the last offset
+    return refs
+
+
+def model_index(root: Path) -> dict[str, TensorRef]:
+    """All tensors of a Hugging Face directory (single file or sharded index), by name."""
+    out: dict[str, TensorRef] = {}
+    for f in weight_files(root):
+        for name, ref in safetensors_refs(f).items():
+            if name in out:
+                raise CheckpointError(f"{root}: tensor {name} is in both {out[name].path.name} and {f.name}")
+            out[name] = ref
+    index = root / "model.safetensors.index.json"
+    if index.exists():
+        for name, shard in json.loads(index.read_text())["weight_map"].items():
+            if name not in out or out[name].path.name != shard:
+                raise CheckpointError(f"{index}: lists tensor {name} in {shard}, which does not hold it")
+    return out
+
+
+def read_config(root: Path) -> dict[str, Any]:
+    path = root / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path}: missing (needed to check the architecture)") from exc
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return data
+
+
+def tied_aliases(config: dict[str, Any], names: set[str]) -> dict[str, str]:
+    """{output-layer name: input-embedding name} when the two are one tensor, else {}."""
+    tied = config.get("tie_word_embeddings")
+    if tied is None:  # older configs: a missing lm_head in the files means it is tied
+        tied = "lm_head.weight" not in names
+    if not tied:
+        return {}
+    embeds = [n for n in names if n.endswith(EMBED_SUFFIXES)]
+    if len(embeds) != 1:
+        raise CheckpointError(f"tied embeddings, but which tensor is the input embedding? ({embeds})")
+    return {"lm_head.weight": embeds[0]}
+
+
+def compare_configs(base: dict[str, Any], cand: dict[str, Any]) -> list[str]:
+    """Raise on a different architecture; return the other changed keys (they change f, not theta)."""
+    keys = sorted((set(base) | set(cand)) - _HARMLESS_KEYS)
+    changed = [k for k in keys if base.get(k) != cand.get(k)]
+    arch = [k for k in changed if k in _ARCH_KEYS or k.endswith("_size") or k.startswith("num_")]
+    if arch:
+        diffs = ", ".join(f"{k}: {base.get(k)!r} -> {cand.get(k)!r}" for k in arch[:4])
+        raise CheckpointError(f"candidate has a different architecture (config.json {diffs})")
+    return changed
+
+
+def _content(path: Path) -> Any:
+    # JSON files compare by content (re-saving with another transformers version is not a change).
+    data = path.read_bytes()
+    try:
+        parsed = json.loads(data) if path.suffix == ".json" else data
+    except ValueError:
+        return data
+    if isinstance(parsed, dict):
+        parsed.pop("transformers_version", None)
+    return parsed
+
+
+def changed_side_files(base: Path, cand: Path) -> list[str]:
+    """Tokenizer / generation files the candidate ships that differ from the base's (they change f)."""
+    return [p.name for p in sorted(cand.iterdir())
+            if p.is_file() and (base / p.name).is_file() and p.suffix not in (".safetensors", ".md")
+            and p.name not in _NOT_MODEL_FILES and not p.name.startswith((".", "LICENSE", "README"))
+            and _content(p) != _content(base / p.name)]
+
+
+def refuse_pickles(root: Path) -> None:
+    pickles = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(f"{root / pickles[0]}: pickle file (it can execute code when loaded): refused")
+
+
+def candidate_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(root).parts))
+
+
+@dataclass
+class _Job:
+    name: str
+    a: TensorRef
+    b: TensorRef
+    r0: int
+    r1: int
+    start: int
+    n: int
+
+
+def _jobs(pairs: list[tuple[str, TensorRef, TensorRef]], chunk: int) -> list[_Job]:
+    # Whole rows per chunk, so a low-rank term can be added row block by row block.
+    jobs = []
+    for name, a, b in pairs:
+        rows = a.shape[0] if a.shape else 1
+        rb = a.nbytes // rows if rows else 0
+        step = max(1, chunk // max(rb, 1))
+        for r0 in range(0, rows if rb else 0, step):
+            r1 = min(rows, r0 + step)
+            jobs.append(_Job(name, a, b, r0, r1, r0 * rb, (r1 - r0) * rb))
+    return jobs
+
+
+def _stream(jobs: list[_Job]) -> Iterator[tuple[_Job, memoryview, memoryview]]:
+    """Yield each job's two byte ranges; the next pair is read on a thread while this one is used."""
+    size = max([j.n for j in jobs], default=0)
+    bufs = [(bytearray(size), bytearray(size)) for _ in range(2)]
+    files: dict[Path, Any] = {}
+
+    def read(ref: TensorRef, start: int, n: int, buf: bytearray) -> memoryview:
+        f = files.get(ref.path) or files.setdefault(ref.path, open(ref.path, "rb", buffering=0))  # noqa: SIM115
+        f.seek(ref.offset + start)
+        view, got = memoryview(buf)[:n], 0
+        while got < n:
+            k = f.readinto(view[got:])
+            if not k:
+                raise CheckpointError(f"{ref.path}: truncated while reading tensor {ref.name}")
+            got += k
+        return view
+
+    def load(i: int) -> tuple[memoryview, memoryview]:
+        j, (ba, bb) = jobs[i], bufs[i % 2]
+        return read(j.a, j.start, j.n, ba), read(j.b, j.start, j.n, bb)
+
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            fut = pool.submit(load, 0) if jobs else None
+            for i, job in enumerate(jobs):
+                va, vb = fut.result()  # type: ignore[union-attr]
+                if i + 1 < len(jobs):
+                    fut = pool.submit(load, i + 1)
+                yield job, va, vb
+    finally:
+        for f in files.values():
+            f.close()
+
+
+def _round_to(x: np.ndarray, target: str) -> np.ndarray:
+    # Round to the dtype the audit ran in (round-to-nearest-even, as torch's casts do).
+    if target == "F16":
+        return x.astype(np.float16)
+    x = x.astype(np.float32, copy=False)
+    if target == "BF16":
+        u = x.view(np.uint32)
+        return ((u + np.uint32(0x7FFF) + ((u >> 16) & 1)) & np.uint32(0xFFFF0000)).view(np.float32)
+    return x
+
+
+def as_floats(view: memoryview | bytes, dtype: str, target: str | None = None) -> np.ndarray:
+    """Raw little-endian bytes as a numpy float array (bf16 widened exactly to fp32), optionally rounded."""
+    if dtype == "BF16":
+        x = (np.frombuffer(view, np.uint16).astype(np.uint32) << 16).view(np.float32)
+    elif dtype in _NP:
+        x = np.frombuffer(view, _NP[dtype])
+    else:
+        raise CheckpointError(f"dtype {dtype} is not a floating-point dtype")
+    if target and target != dtype and (dtype, target) not in _EXACT_UP:
+        x = _round_to(x, target)
+    return x
+
+
+def _equal(a: memoryview, b: memoryview) -> bool:
+    w = np.uint64 if len(a) % 8 == 0 else np.uint8
+    return bool(np.array_equal(np.frombuffer(a, w), np.frombuffer(b, w)))
+
+
+def _squared_diff(x: np.ndarray, y: np.ndarray, extra: np.ndarray | None, scratch: np.ndarray) -> float:
+    # Exact float64 differences (a difference of two floats fits in float64), in cache-sized blocks;
+    # einsum rather than BLAS dot, whose threads stall on a busy machine.
+    total = 0.0
+    for i in range(0, len(x), _BLOCK):
+        d = scratch[: min(_BLOCK, len(x) - i)]
+        np.subtract(y[i:i + _BLOCK], x[i:i + _BLOCK], out=d, dtype=np.float64)
+        if extra is not None:
+            d += extra[i:i + _BLOCK]
+        total += float(np.einsum("i,i->", d, d))
+    return total
+
+
+@dataclass
+class DeltaStats:
+    """||Delta||^2 per perturbed parameter, and the tensors changed outside the perturbed set."""
+
+    squared: dict[str, float] = field(default_factory=dict)
+    changed_outside: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+    seconds: float = 0.0
+
+    @property
+    def norm(self) -> float:
+        return math.sqrt(math.fsum(self.squared.values()))
+
+
+def stream_delta(
+    pairs: list[tuple[str, TensorRef, TensorRef]],
+    perturbed: set[str],
+    model_dtype: str | None = None,
+    lowrank: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    chunk: int = CHUNK_BYTES,
+    stats: DeltaStats | None = None,
+) -> DeltaStats:
+    """Stream (name, base, candidate) pairs: float64 ||c - b||^2 for perturbed names, bit equality else.
+
+    `lowrank[name] = (L, R)` adds L @ R (row blocks) to that tensor's difference (an adapter on top of
+    a replaced tensor). Memory: two pairs of `chunk`-byte buffers plus one float64 chunk.
+    """
+    stats = stats or DeltaStats()
+    t0 = time.perf_counter()
+    lowrank = lowrank or {}
+    target = MODEL_DTYPES.get(model_dtype or "")
+    scratch = np.empty(_BLOCK, np.float64)
+    for job, va, vb in _stream(_jobs(pairs, chunk)):
+        stats.bytes_read += 2 * job.n
+        if job.name not in perturbed:
+            if job.name not in stats.changed_outside and not _equal(va, vb):
+                if job.b.dtype in FLOATS and not np.isfinite(as_floats(vb, job.b.dtype)).all():
+                    raise CheckpointError(f"candidate tensor {job.name} is not finite (NaN or inf)")
+                stats.changed_outside.append(job.name)
+            continue
+        x, y = as_floats(va, job.a.dtype, target), as_floats(vb, job.b.dtype, target)
+        extra = None
+        if job.name in lowrank:
+            left, right = lowrank[job.name]
+            extra = (left[job.r0:job.r1] @ right).reshape(-1)
+        s = _squared_diff(x, y, extra, scratch)
+        if not math.isfinite(s):
+            side = "base" if np.isfinite(y).all() else "candidate"
+            raise CheckpointError(f"{side} tensor {job.name} is not finite (NaN or inf)")
+        stats.squared[job.name] = stats.squared.get(job.name, 0.0) + s
+    stats.seconds += time.perf_counter() - t0
+    return stats
+
+
+def _few(names: list[str], k: int = 5) -> str:
+    return ", ".join(names[:k]) + (f" (+{len(names) - k} more)" if len(names) > k else "")
+
+
+def hash_base_and_candidate(
+    cert: Certificate, base: Path, candidate: list[Path], cand_root: Path, only: set[str] | None = None
+) -> tuple[list[FileDigest], list[FileDigest]]:
+    """Hash the base (files in `only`, default all) and the candidate in parallel; check the base."""
+    if not cert.model.files:
+        raise AuditorError("the certificate lists no model files (in-memory audit): no base to check")
+    if not base.is_dir():
+        raise CheckpointError(f"{base}: base model directory not found (pass --base)")
+    files = [f for f in cert.model.files if only is None or f.path in only]
+    paths = [base / f.path for f in files]
+    for p in paths:
+        if not p.is_file():
+            raise CheckpointError(f"{p}: listed by the certificate but missing from the base")
+    with ThreadPoolExecutor(2) as pool:  # hashlib releases the GIL: the two trees hash in parallel
+        digests = list(pool.map(sha256_file, paths + candidate))
+    for f, got in zip(files, digests[: len(paths)], strict=True):
+        if got != f.sha256:
+            raise CheckpointError(f"{base / f.path}: sha256 {got[:16]}… differs from the certificate's "
+                                  f"{f.sha256[:16]}…: not the certified base")
+    listed = {f.path for f in cert.model.files}
+    for w in weight_files(base):
+        if w.relative_to(base).as_posix() not in listed:
+            raise CheckpointError(f"{w}: base weight file not covered by the certificate")
+    roots = [base] * len(paths) + [cand_root] * len(candidate)
+    rows = [FileDigest(path=p.relative_to(root).as_posix(), sha256=d, size=p.stat().st_size)
+            for p, d, root in zip(paths + candidate, digests, roots, strict=True)]
+    return rows[: len(paths)], rows[len(paths):]
+
+
+@dataclass
+class TaskGate:
+    """One task's gate arithmetic: radius for its target q, and the bounds at ||Delta||."""
+
+    name: str
+    p_lower: float
+    target: float
+    radius: float
+    strong: float
+    weak: float
+
+    @property
+    def bound(self) -> float:
+        return max(self.strong, self.weak)  # both are valid lower bounds
+
+    @property
+    def certified(self) -> bool:
+        return self.bound >= self.target
+
+
+@dataclass
+class GateResult:
+    """Everything the gate found, ready for the summary and the JSON report."""
+
+    kind: str
+    cert: Certificate
+    base: Path | None
+    candidate: Path
+    delta: DeltaStats
+    tasks: list[TaskGate]
+    verdict: str
+    reasons: list[str]
+    notes: list[str] = field(default_factory=list)
+    base_files: list[FileDigest] = field(default_factory=list)
+    candidate_files: list[FileDigest] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "pass"
+
+    def to_json(self, cert_path: str | None = None) -> dict[str, Any]:
+        c, p, norm = self.cert, self.cert.perturbation, self.delta.norm
+        tasks = [{**asdict(t), "radius_over_sigma": t.radius / p.sigma, "bound": t.bound,
+                  "certified": t.certified} for t in self.tasks]
+        return {
+            "report": "auditor-gate", "report_version": 1, "kind": self.kind, "verdict": self.verdict,
+            "reasons": self.reasons, "notes": self.notes, "tasks": tasks, "guarantee": GATE_GUARANTEE,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "timings": self.timings,
+            "certificate": {"path": cert_path, "run_id": c.run_id, "model": c.model.name,
+                            "verdict": c.verdict, "root_digest": c.model.root_digest,
+                            "policy_sha256": c.policy.sha256},
+            "perturbation": p.model_dump(include={"space", "sigma", "dimension", "typical_noise_norm",
+                                                  "parameters_digest"}),
+            "base": {"path": str(self.base) if self.base else None,
+                     "files": [f.model_dump() for f in self.base_files]},
+            "candidate": {"path": str(self.candidate),
+                          "files": [f.model_dump() for f in self.candidate_files]},
+            "delta": {"norm": norm, "norm_over_sigma": norm / p.sigma, "bytes_read": self.delta.bytes_read,
+                      "by_tensor": {k: math.sqrt(v) for k, v in sorted(self.delta.squared.items()) if v > 0},
+                      "changed_outside_perturbed_set": self.delta.changed_outside},
+            **self.details,
+        }
+
+
+GATE_GUARANTEE = (
+    "pass: with the certificate's confidence (1 - alpha), every task's smoothed score E S(theta_ft + eps), "
+    "eps ~ N(0, sigma^2 I) on the perturbed parameters, is at least its bound, which is at least the "
+    "target. It bounds the smoothed score, not the raw score. 'not certified' means outside the certified "
+    "radius, not unsafe: certify the candidate itself (--recertify). 'not certifiable': the candidate "
+    "changes something the certificate does not cover."
+)
+
+
+def judge(cert: Certificate, delta: DeltaStats, blockers: list[str]) -> tuple[list[TaskGate], str, list[str]]:
+    """Bounds per task at ||Delta|| and the verdict: pass iff no blocker and every bound >= its target."""
+    from auditor import bounds
+
+    sigma, norm = cert.perturbation.sigma, delta.norm
+    rows = [TaskGate(t.name, t.p_lower, t.target, float(bounds.certified_radius(t.p_lower, t.target, sigma)),
+                     float(bounds.strong_bound(t.p_lower, norm, sigma)),
+                     float(bounds.weak_bound(t.p_lower, norm, sigma))) for t in cert.tasks]
+    reasons = list(blockers)
+    for r in rows:
+        rel = "<=" if r.certified else ">"
+        reasons.append(f"{r.name}: ||Delta|| = {norm:.4g} {rel} R(q={r.target:g}) = {r.radius:.4g}; "
+                       f"certified smoothed score >= {r.bound:.4f} (target {r.target:g})")
+    if blockers:
+        return rows, "not certifiable", reasons
+    return rows, "pass" if all(r.certified for r in rows) else "not certified", reasons
+
+
+def _fold_aliases(idx: dict[str, TensorRef], aliases: dict[str, str]) -> list[tuple[str, TensorRef]]:
+    """Rename tied copies to their one parameter name; return copies stored twice (they must agree)."""
+    twice = []
+    for alias, canon in aliases.items():
+        if alias in idx:
+            ref = idx.pop(alias)
+            if canon in idx:
+                twice.append((canon, ref))
+            else:
+                idx[canon] = TensorRef(canon, ref.path, ref.offset, ref.nbytes, ref.dtype, ref.shape)
+    return twice
+
+
+def check_layout(
+    cert: Certificate, base: dict[str, TensorRef], cand: dict[str, TensorRef], perturbed: set[str]
+) -> None:
+    """Same tensors, shapes and dtypes; the certificate's parameters exist in the base and add up to d."""
+    missing, extra = sorted(set(base) - set(cand)), sorted(set(cand) - set(base))
+    if missing:
+        raise CheckpointError(f"candidate lacks tensor(s) of the base: {_few(missing)}")
+    if extra:
+        raise CheckpointError(f"candidate has tensor(s) the base does not: {_few(extra)}")
+    for n, b in base.items():
+        c = cand[n]
+        if c.shape != b.shape:
+            raise CheckpointError(f"tensor {n}: shape {list(c.shape)} in the candidate, base {list(b.shape)}")
+        if c.dtype != b.dtype:
+            raise CheckpointError(f"tensor {n}: dtype {c.dtype} in the candidate, {b.dtype} in the base")
+    absent = sorted(perturbed - set(base))
+    if absent:
+        raise CheckpointError(f"certificate parameter(s) not in the base checkpoint: {_few(absent)}")
+    for n in perturbed:
+        if base[n].dtype not in FLOATS:
+            raise CheckpointError(f"perturbed tensor {n} has non-float dtype {base[n].dtype}")
+    dim = sum(base[n].numel for n in perturbed)
+    if dim != cert.perturbation.dimension:
+        raise CheckpointError(f"the certificate's parameters have {dim} coordinates in the base, but the "
+                              f"certificate says {cert.perturbation.dimension}: not the certified set")
+
+
+def outside_blocker(names: list[str]) -> str:
+    return (f"changes {len(names)} tensor(s) outside the certificate's perturbed set (no bound applies): "
+            f"{_few(names, 10)}")
+
+
+def gate_checkpoint(cert: Certificate, candidate: Path, base: Path, chunk: int = CHUNK_BYTES) -> GateResult:
+    """Gate a full fine-tuned checkpoint against the certified base (streamed; bounded memory)."""
+    t0 = time.perf_counter()
+    if cert.perturbation.space != "weights":
+        raise AuditorError("this certificate smooths input embeddings: it certifies token substitutions "
+                           "(auditor tokens), not weight changes")
+    if not candidate.is_dir():
+        raise CheckpointError(f"{candidate}: candidate directory not found")
+    refuse_pickles(candidate)
+    weight_files(candidate)  # pickle-only or empty: refused before any hashing
+    base_files, cand_files = hash_base_and_candidate(cert, base, candidate_files(candidate), candidate)
+    t1 = time.perf_counter()
+    bcfg, ccfg = read_config(base), read_config(candidate)
+    blockers = []
+    if changed := compare_configs(bcfg, ccfg):
+        blockers.append(f"config.json changes {', '.join(changed)}: the certificate covers the base's only")
+    if side := changed_side_files(base, candidate):
+        blockers.append(f"{', '.join(side)} differ from the base's: the certificate covers the base's "
+                        "tokenizer and generation files only")
+    bidx, cidx = model_index(base), model_index(candidate)
+    aliases = tied_aliases(bcfg, set(bidx))
+    _fold_aliases(bidx, aliases)
+    twice = _fold_aliases(cidx, aliases)
+    perturbed = {aliases.get(n, n) for n in cert.perturbation.parameters}
+    check_layout(cert, bidx, cidx, perturbed)
+    for canon, copy in twice:  # a tied tensor stored twice loads as one: both copies must agree
+        same = (copy.shape, copy.dtype) == (cidx[canon].shape, cidx[canon].dtype)
+        if not same or stream_delta([(copy.name, cidx[canon], copy)], set(), chunk=chunk).changed_outside:
+            raise CheckpointError(f"tied tensors {copy.name} and {canon} differ in the candidate")
+    order = sorted(bidx, key=lambda n: (str(bidx[n].path), bidx[n].offset))  # sequential reads of the base
+    delta = stream_delta([(n, bidx[n], cidx[n]) for n in order], perturbed, cert.model.dtype, chunk=chunk)
+    if delta.changed_outside:
+        blockers.append(outside_blocker(delta.changed_outside))
+    tasks, verdict, reasons = judge(cert, delta, blockers)
+    notes = [f"tied weights {a} = {c}: one parameter, counted once" for a, c in aliases.items()]
+    timings = {"digests_s": t1 - t0, "delta_s": delta.seconds, "total_s": time.perf_counter() - t0}
+    return GateResult("checkpoint", cert, base, candidate, delta, tasks, verdict, reasons, notes, base_files,
+                      cand_files, timings)

@@ -1,0 +1,241 @@
+"""`auditor gate` and `auditor tokens` through the CLI: exit codes, reports, signing, --recertify."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_model
+from factories import make_certificate
+from test_gate import BAD
+
+from auditor.certificate import write_certificate
+from auditor.cli import main
+
+
+@pytest.fixture
+def world(tmp_path, tiny_tokenizer):
+    """A certified tiny base (with tokenizer), its certificate file, and the model to fine-tune."""
+    model = make_model(tie=False)
+    base = tmp_path / "base"
+    model.save_pretrained(base, safe_serialization=True)
+    tiny_tokenizer.save_pretrained(base)
+    names = [n for n, _ in model.named_parameters() if "q_proj" in n or "embed" in n]
+    params = dict(model.named_parameters())
+    cert = make_certificate(
+        model_dir=base,
+        parameters=names,
+        sigma=0.05,
+        p_lower=0.8,
+        dimension=sum(params[n].numel() for n in names),
+    )
+    cert_path = tmp_path / "certificate.json"
+    write_certificate(cert, cert_path)
+    return model, base, cert_path, tmp_path
+
+
+def candidate(model, path: Path, scale: float, param: str = "model.layers.0.self_attn.q_proj.weight"):
+    with torch.no_grad():
+        p = dict(model.named_parameters())[param]
+        old = p.detach().clone()
+        p.add_(scale)
+        model.save_pretrained(path, safe_serialization=True)
+        p.copy_(old)
+    return path
+
+
+def run(args: list[str], capsys) -> tuple[int, str]:
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_pass_writes_a_canonical_report(world, capsys):
+    model, base, cert_path, tmp = world
+    cand = candidate(model, tmp / "cand", 1e-5)
+    out = tmp / "gate.json"
+    code, text = run(["gate", str(cert_path), "--candidate", str(cand), "--out", str(out)], capsys)
+    assert code == 0, text
+    assert "PASS" in text and "sigma*sqrt(d)" in text
+    report = json.loads(out.read_text())
+    assert report["verdict"] == "pass" and report["kind"] == "checkpoint"
+    assert report["delta"]["norm"] == pytest.approx(1e-5 * (32 * 32) ** 0.5, rel=1e-3)
+    assert report["base"]["path"] == str(base)  # defaulted from the certificate's model.source
+    from auditor.certificate import canonical_json
+
+    assert out.read_bytes() == canonical_json(report) + b"\n"
+
+
+def test_not_certified_and_not_certifiable_exit_1(world, capsys):
+    model, base, cert_path, tmp = world
+    far = candidate(model, tmp / "far", 0.01)
+    code, text = run(["gate", str(cert_path), "--candidate", str(far), "--out", str(tmp / "r1.json")], capsys)
+    assert code == 1 and "NOT CERTIFIED" in text and "--recertify" in text
+    outside = candidate(model, tmp / "outside", 1e-6, param="model.norm.weight")
+    code, text = run(
+        ["gate", str(cert_path), "--candidate", str(outside), "--out", str(tmp / "r2.json")], capsys
+    )
+    assert code == 1 and "NOT CERTIFIABLE" in text and "model.norm.weight" in text
+
+
+def test_errors_exit_2_with_one_line(world, capsys):
+    model, base, cert_path, tmp = world
+    cand = candidate(model, tmp / "cand", 1e-5)
+    (cand / "pytorch_model.bin").write_bytes(b"\x80\x04.")
+    code, text = run(["gate", str(cert_path), "--candidate", str(cand)], capsys)
+    assert code == 2 and "pytorch_model.bin" in text and "Traceback" not in text
+    (cand / "pytorch_model.bin").unlink()
+    (base / "config.json").write_text((base / "config.json").read_text() + " ")
+    code, text = run(["gate", str(cert_path), "--candidate", str(cand)], capsys)
+    assert code == 2 and "config.json: sha256" in text
+    code, text = run(["gate", str(tmp / "missing.json"), "--candidate", str(cand)], capsys)
+    assert code == 2 and "certificate not found" in text
+
+
+def test_signed_report_verifies(world, capsys):
+    from securesystemslib.dsse import Envelope
+
+    from auditor import signing
+
+    model, base, cert_path, tmp = world
+    keys = signing.keygen(tmp / "keys")
+    cand = candidate(model, tmp / "cand", 1e-5)
+    out = tmp / "gate.json"
+    code, text = run(
+        ["gate", str(cert_path), "--candidate", str(cand), "--out", str(out), "--key", str(tmp / "keys")],
+        capsys,
+    )
+    assert code == 0, text
+    envelope = Envelope.from_dict(json.loads((tmp / "gate.intoto.jsonl").read_text()))
+    envelope.verify([signing.load_public_key(keys["public_key"])], 1)
+    statement = json.loads(envelope.payload)
+    assert statement["predicate"] == json.loads(out.read_text())
+    assert {s["name"] for s in statement["subject"]} >= {"model.safetensors", "config.json"}
+
+
+def test_recertify_reports_both_verdicts(world, capsys, monkeypatch):
+    import auditor.audit
+
+    model, base, cert_path, tmp = world
+    far = candidate(model, tmp / "far", 0.01)
+    seen = {}
+
+    def fake_certify(loaded, model, out_dir, sequential):
+        from factories import make_certificate
+
+        seen.update(policy=loaded.text, model=model, sequential=sequential)
+        return make_certificate(model_dir=Path(model), p_lower=0.9), {
+            "certificate": out_dir / "certificate.json"
+        }
+
+    monkeypatch.setattr(auditor.audit, "certify", fake_certify)
+    out = tmp / "gate.json"
+    code, text = run(
+        [
+            "gate",
+            str(cert_path),
+            "--candidate",
+            str(far),
+            "--out",
+            str(out),
+            "--recertify",
+            "--recertify-out",
+            str(tmp / "rerun"),
+        ],
+        capsys,
+    )
+    assert code == 0, text  # the gate cannot certify it, but the candidate's own audit passes
+    report = json.loads(out.read_text())
+    assert report["verdict"] == "not certified" and report["recertification"]["verdict"] == "pass"
+    assert seen == {
+        "policy": json.loads(cert_path.read_text())["policy"]["text"],
+        "model": str(far),
+        "sequential": True,
+    }
+    assert "recertification of the candidate: pass" in text
+
+
+def test_recertify_an_adapter_merges_it_first(world, capsys, monkeypatch):
+    import peft
+
+    import auditor.audit
+
+    model, base, cert_path, tmp = world
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]))
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.fill_(0.5)
+    pm.save_pretrained(tmp / "adapter")
+    seen = {}
+
+    def fake_certify(loaded, model, out_dir, sequential):
+        from auditor.checkpoint import weight_files
+
+        seen["files"] = [f.name for f in weight_files(Path(model))]
+        return make_certificate(model_dir=Path(model), p_lower=0.3).model_copy(update={"verdict": "fail"}), {}
+
+    monkeypatch.setattr(auditor.audit, "certify", fake_certify)
+    code, text = run(
+        [
+            "gate",
+            str(cert_path),
+            "--candidate",
+            str(tmp / "adapter"),
+            "--out",
+            str(tmp / "g.json"),
+            "--recertify",
+            "--recertify-out",
+            str(tmp / "rerun"),
+        ],
+        capsys,
+    )
+    assert code == 1, text
+    assert seen["files"] == ["model.safetensors"]  # a full merged checkpoint, not the adapter
+    report = json.loads((tmp / "g.json").read_text())
+    assert report["kind"] == "lora" and report["verdict"] == "not certified"
+    assert report["recertification"]["verdict"] == "fail"
+
+
+def test_tokens_cli_exit_codes(world, capsys):
+    model, base, cert_path, tmp = world
+    code, text = run(
+        ["tokens", str(cert_path), "--substitute", "#5=#5", "--out", str(tmp / "t0.json")], capsys
+    )
+    assert code == 0 and "HEURISTIC" in text
+    assert json.loads((tmp / "t0.json").read_text())["delta_norm"] == 0.0
+    code, text = run(
+        [
+            "tokens",
+            str(cert_path),
+            "--substitute",
+            "#5=#6",
+            "--substitute",
+            "#5=#7",
+            "--out",
+            str(tmp / "t1.json"),
+        ],
+        capsys,
+    )
+    assert code == 1 and "refused" in text
+    code, text = run(["tokens", str(cert_path), "--k", "2", "--out", str(tmp / "t2.json")], capsys)
+    assert code in (0, 1) and json.loads((tmp / "t2.json").read_text())["worst_case"]["k"] == 2
+    code, text = run(["tokens", str(cert_path), "--substitute", "#5=#6", "--k", "2"], capsys)
+    assert code == 2
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_every_bad_candidate_exits_2_naming_it(world, capsys, case):
+    model, base, cert_path, tmp = world
+    cand = tmp / "cand"
+    model.save_pretrained(cand, safe_serialization=True)
+    breaker, name = BAD[case]
+    breaker(cand)
+    capsys.readouterr()  # drop the progress bar of save_pretrained
+    code = main(["gate", str(cert_path), "--candidate", str(cand), "--out", str(tmp / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert name in err and err.count("\n") == 1 and err.startswith("error: ")
+    assert not (tmp / "r.json").exists()
