@@ -28,15 +28,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    # Each module adds its commands to `cli`; kept thin, heavy imports happen inside the commands.
-    from auditor.cli import audit_cmds  # noqa: F401
-
-    for optional in ("sign_cmds", "gate_cmds"):  # present in full installs; tolerated while absent
-        try:
-            __import__(f"auditor.cli.{optional}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"auditor.cli.{optional}":
-                raise
+    # Each module adds its commands to `cli`; heavy imports happen inside the commands themselves.
+    from auditor.cli import audit_cmds, gate_cmds, sign_cmds  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,104 @@
+"""Tasks: examples + prompt format + decoding + a 0/1 oracle, built from a policy's `tasks` list."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from auditor.errors import TaskError
+from auditor.policy import DataSource, LoadedPolicy, TaskSpec
+from auditor.tasks.base import Example, Task
+from auditor.tasks.builtin import BUILTINS, builtin
+from auditor.tasks.choice import ChoiceTask
+from auditor.tasks.generate import GenerationTask
+from auditor.tasks.loaders import load_source, resolve_path
+from auditor.tasks.oracles import make_scorer, reference_number
+from auditor.tasks.prompting import PromptFormat
+
+__all__ = ["BUILTINS", "ChoiceTask", "Example", "GenerationTask", "Task", "build_task", "build_tasks"]
+
+
+def build_tasks(loaded_policy: LoadedPolicy) -> list[Task]:
+    """Every task of the policy, data paths resolved against the policy file's folder."""
+    return [build_task(spec, loaded_policy.base_dir) for spec in loaded_policy.policy.tasks]
+
+
+def build_task(spec: TaskSpec, base_dir: Path) -> Task:
+    """One task from its spec; TaskError (one line naming the task, file and row) on bad data."""
+    base_dir = Path(base_dir)
+    if "{prompt}" not in spec.template:
+        raise TaskError(f"task '{spec.name}': template must contain the placeholder {{prompt}}")
+    max_new_tokens, chat, first_line = spec.max_new_tokens, spec.chat, False
+    if isinstance(spec.source, DataSource):
+        examples = load_source(spec.source, base_dir, limit=spec.limit)
+        path = resolve_path(spec.source.path, base_dir)
+        info: dict[str, Any] = {
+            "source": f"{spec.source.format}:{spec.source.path}",
+            "data_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+    else:
+        if not spec.source.startswith("builtin:"):
+            raise TaskError(
+                f"task '{spec.name}': source '{spec.source}' must be 'builtin:NAME' or a data file "
+                f"({{format: jsonl|csv|gsm8k|advbench-csv, path: ...}})"
+            )
+        entry = builtin(spec.source.removeprefix("builtin:"))
+        examples = entry.make()[: spec.limit]
+        # the built-in's own decoding defaults, unless the policy sets the field itself
+        if "max_new_tokens" not in spec.model_fields_set:
+            max_new_tokens = entry.defaults.get("max_new_tokens", max_new_tokens)
+        if "chat" not in spec.model_fields_set:
+            chat = entry.defaults.get("chat", chat)
+        first_line = entry.first_line
+        info = {"source": spec.source}
+    info["oracle"] = spec.oracle.type
+    info["examples_sha256"] = examples_digest(examples)
+    _check_fit(spec, examples)
+    fmt = PromptFormat(template=spec.template, chat=chat, system=spec.system)
+    if spec.oracle.type == "choice":
+        return ChoiceTask(spec.name, examples, fmt, info)
+    scorer = make_scorer(spec.oracle, base_dir)
+    if spec.oracle.type == "python":
+        info["scorer"] = spec.oracle.scorer  # type: ignore[union-attr]
+    return GenerationTask(spec.name, examples, scorer, fmt, max_new_tokens, info, first_line=first_line)
+
+
+def examples_digest(examples: list[Example]) -> str:
+    """SHA-256 over the examples' canonical JSON: pins exactly what was scored."""
+    data = [{"prompt": e.prompt, "answer": e.answer, "choices": e.choices} for e in examples]
+    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _where(spec: TaskSpec, ex: Example, k: int) -> str:
+    if isinstance(spec.source, DataSource) and "row" in ex.meta:
+        return f"{spec.source.path}: line {ex.meta['row']}"
+    return f"example {k}"
+
+
+def _check_fit(spec: TaskSpec, examples: list[Example]) -> None:
+    """An oracle that cannot judge the data is a policy error, reported before any model is loaded."""
+    kind = spec.oracle.type
+    for k, ex in enumerate(examples):
+        if kind == "choice":
+            if not ex.choices or len(ex.choices) < 2:
+                raise TaskError(
+                    f"task '{spec.name}': oracle 'choice' needs choices; {_where(spec, ex, k)} has none"
+                )
+            if ex.answer is None or ex.answer not in ex.choices:
+                raise TaskError(
+                    f"task '{spec.name}': oracle 'choice' needs the answer to be one of the choices; "
+                    f"{_where(spec, ex, k)} has {ex.answer!r}"
+                )
+        elif kind in ("exact", "contains", "numeric"):
+            if ex.answer is None or not str(ex.answer).strip():
+                raise TaskError(
+                    f"task '{spec.name}': oracle '{kind}' needs a reference answer; "
+                    f"{_where(spec, ex, k)} has none"
+                )
+            if kind == "numeric" and reference_number(ex.answer) is None:
+                raise TaskError(
+                    f"task '{spec.name}': oracle 'numeric' needs a number as answer; "
+                    f"{_where(spec, ex, k)} has {ex.answer!r}"
+                )
