@@ -26,7 +26,7 @@ from auditor.certificate import (
 )
 from auditor.perturb import EmbeddingNoise, Perturber, derive_seed
 from auditor.policy import LoadedPolicy, Policy, parse_policy
-from auditor.sample import DrawLog, SamplingPlan, SampleResult, clean_scores, run_draws
+from auditor.sample import DrawLog, SampleResult, SamplingPlan, clean_scores, run_draws
 from auditor.tasks.base import Example, Task
 
 # Points (in units of sigma) at which the certificate tabulates the bound curves.
@@ -55,7 +55,9 @@ def pass_threshold(policy: Policy, name: str) -> float | None:
     if spec.require.min_radius is not None:
         from scipy.stats import norm
 
-        needs.append(float(norm.cdf(norm.ppf(policy.gate.target) + spec.require.min_radius / policy.perturbation.sigma)))
+        needs.append(
+            float(norm.cdf(norm.ppf(policy.gate.target) + spec.require.min_radius / policy.perturbation.sigma))
+        )
     return max(needs) if needs else None
 
 
@@ -81,9 +83,7 @@ def _units(values: list[float], policy: Policy, name: str) -> np.ndarray:
     return x
 
 
-def _task_result(
-    task: Task, policy: Policy, sample: SampleResult, clean: float, alpha_task: float
-) -> TaskResult:
+def _task_result(task: Task, policy: Policy, sample: SampleResult, clean: float, alpha_task: float) -> TaskResult:
     spec = next(t for t in policy.tasks if t.name == task.name)
     sampling, sigma, q = policy.sampling, policy.perturbation.sigma, policy.gate.target
     x = _units(sample.per_task[task.name].values, policy, task.name)
@@ -93,7 +93,10 @@ def _task_result(
             seq.update(float(v))
         lo, hi = seq.lower, seq.upper
     else:
-        lo, hi = stats.lower_bound(sampling.bound, x, alpha_task), stats.upper_bound(sampling.bound, x, alpha_task)
+        lo, hi = (
+            stats.lower_bound(sampling.bound, x, alpha_task),
+            stats.upper_bound(sampling.bound, x, alpha_task),
+        )
     radius = float(bounds.certified_radius(lo, q, sigma))
     curve = bounds.bound_curve(lo, sigma, [sigma * s for s in CURVE_STEPS])
     reasons, verdict = [], "pass"
@@ -171,7 +174,11 @@ def run_audit(
         perturber: Any = EmbeddingNoise(model, pert.sigma, policy.seed)
     else:
         perturber = Perturber(
-            model, pert.sigma, policy.seed, pert.include, pert.exclude,
+            model,
+            pert.sigma,
+            policy.seed,
+            pert.include,
+            pert.exclude,
             cache_noise=policy.sampling.design == "antithetic",
         )
     alpha_task = stats.bonferroni(policy.alpha, len(tasks))
@@ -256,7 +263,11 @@ class ScorerTask:
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"source": "python", "oracle": getattr(self.scorer, "__name__", "callable"), "n_examples": len(self.examples)}
+        return {
+            "source": "python",
+            "oracle": getattr(self.scorer, "__name__", "callable"),
+            "n_examples": len(self.examples),
+        }
 
 
 def certify_model(
@@ -368,8 +379,15 @@ def certify(
     if on_start is not None:
         on_start(policy.sampling.max_draws or policy.sampling.draws, [t.name for t in tasks])
     cert, sample = run_audit(
-        lm.model, lm.tokenizer, tasks, loaded, lm.identity, run_dir / "draws.jsonl",
-        resume=resume, run_id=run_dir.name, on_draw=on_draw,
+        lm.model,
+        lm.tokenizer,
+        tasks,
+        loaded,
+        lm.identity,
+        run_dir / "draws.jsonl",
+        resume=resume,
+        run_id=run_dir.name,
+        on_draw=on_draw,
     )
     files = publish_certificate(cert, run_dir, key)
     return AuditRun(

@@ -67,9 +67,7 @@ def _out(arr: np.ndarray) -> float | np.ndarray:
     return float(arr) if arr.ndim == 0 else arr
 
 
-def strong_bound(
-    p_lower: float | np.ndarray, delta_norm: float | np.ndarray, sigma: float
-) -> float | np.ndarray:
+def strong_bound(p_lower: float | np.ndarray, delta_norm: float | np.ndarray, sigma: float) -> float | np.ndarray:
     """Phi(Phi^-1(p_lower) - ||Delta|| / sigma), vectorised over delta_norm (and p_lower).
 
     Guarantee: if g(theta) >= p_lower, then g(theta + Delta) >= returned value for every Delta of
@@ -83,9 +81,7 @@ def strong_bound(
     return _out(np.where(p <= 0.0, 0.0, val))
 
 
-def weak_bound(
-    p_lower: float | np.ndarray, delta_norm: float | np.ndarray, sigma: float
-) -> float | np.ndarray:
+def weak_bound(p_lower: float | np.ndarray, delta_norm: float | np.ndarray, sigma: float) -> float | np.ndarray:
     """max(0, p_lower - ||Delta|| / (sqrt(2 pi) sigma)), vectorised over delta_norm (and p_lower).
 
     Guarantee: if g(theta) >= p_lower, then g(theta + Delta) >= returned value for every Delta of
@@ -96,9 +92,7 @@ def weak_bound(
     return _out(np.maximum(0.0, p - d / (_SQRT_2PI * s)))
 
 
-def certified_score(
-    p_lower: float | np.ndarray, delta_norm: float | np.ndarray, sigma: float
-) -> float | np.ndarray:
+def certified_score(p_lower: float | np.ndarray, delta_norm: float | np.ndarray, sigma: float) -> float | np.ndarray:
     """The better of the two theorems' bounds on g(theta + Delta).
 
     Guarantee: if g(theta) >= p_lower, then g(theta + Delta) >= returned value for every Delta of

@@ -164,9 +164,7 @@ class Certificate(_Frozen):
 
 def canonical_json(data: Any) -> bytes:
     """Sorted keys, UTF-8, compact, no NaN: the byte string that is hashed and signed."""
-    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
-        "utf-8"
-    )
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def write_certificate(cert: Certificate, path: Path) -> None:

@@ -158,7 +158,11 @@ def resolve_model_path(model: str, base_dir: Path | None = None) -> tuple[str, P
 def model_identity(name: str, root: Path, dtype: str, n_parameters: int) -> ModelIdentity:
     files = directory_digests(root)
     return ModelIdentity(
-        name=name, source=str(root), files=files, root_digest=root_digest(files), dtype=dtype,
+        name=name,
+        source=str(root),
+        files=files,
+        root_digest=root_digest(files),
+        dtype=dtype,
         n_parameters=n_parameters,
     )
 

@@ -27,8 +27,23 @@ from auditor.errors import AuditorError, CheckpointError
 
 CHUNK_BYTES = 16 << 20
 _BLOCK = 1 << 17  # float64 elements per arithmetic block (1 MiB: stays in cache)
-ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8,
-            "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+ITEMSIZE = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U64": 8,
+    "U32": 4,
+    "U16": 2,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+}
 FLOATS = ("F64", "F32", "F16", "BF16")
 _NP = {"F64": np.float64, "F32": np.float32, "F16": np.float16}
 MODEL_DTYPES = {"float64": "F64", "float32": "F32", "bfloat16": "BF16", "float16": "F16"}
@@ -36,8 +51,13 @@ _EXACT_UP = {("BF16", "F32"), ("BF16", "F64"), ("F16", "F32"), ("F16", "F64"), (
 # Config keys that change tensor shapes or the parameter layout: a different architecture altogether.
 _ARCH_KEYS = {"model_type", "architectures", "tie_word_embeddings", "head_dim"}
 _HARMLESS_KEYS = {"transformers_version", "_name_or_path", "dtype", "torch_dtype", "use_cache"}
-EMBED_SUFFIXES = ("embed_tokens.weight", "wte.weight", "embed_in.weight", "word_embeddings.weight",
-                  "tok_embeddings.weight")
+EMBED_SUFFIXES = (
+    "embed_tokens.weight",
+    "wte.weight",
+    "embed_in.weight",
+    "word_embeddings.weight",
+    "tok_embeddings.weight",
+)
 _NOT_MODEL_FILES = {"config.json", "model.safetensors.index.json", "adapter_config.json"}
 
 
@@ -156,10 +176,16 @@ def _content(path: Path) -> Any:
 
 def changed_side_files(base: Path, cand: Path) -> list[str]:
     """Tokenizer / generation files the candidate ships that differ from the base's (they change f)."""
-    return [p.name for p in sorted(cand.iterdir())
-            if p.is_file() and (base / p.name).is_file() and p.suffix not in (".safetensors", ".md")
-            and p.name not in _NOT_MODEL_FILES and not p.name.startswith((".", "LICENSE", "README"))
-            and _content(p) != _content(base / p.name)]
+    return [
+        p.name
+        for p in sorted(cand.iterdir())
+        if p.is_file()
+        and (base / p.name).is_file()
+        and p.suffix not in (".safetensors", ".md")
+        and p.name not in _NOT_MODEL_FILES
+        and not p.name.startswith((".", "LICENSE", "README"))
+        and _content(p) != _content(base / p.name)
+    ]
 
 
 def refuse_pickles(root: Path) -> None:
@@ -169,8 +195,11 @@ def refuse_pickles(root: Path) -> None:
 
 
 def candidate_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and not any(
-        part.startswith(".") for part in p.relative_to(root).parts))
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 @dataclass
@@ -266,9 +295,9 @@ def _squared_diff(x: np.ndarray, y: np.ndarray, extra: np.ndarray | None, scratc
     total = 0.0
     for i in range(0, len(x), _BLOCK):
         d = scratch[: min(_BLOCK, len(x) - i)]
-        np.subtract(y[i:i + _BLOCK], x[i:i + _BLOCK], out=d, dtype=np.float64)
+        np.subtract(y[i : i + _BLOCK], x[i : i + _BLOCK], out=d, dtype=np.float64)
         if extra is not None:
-            d += extra[i:i + _BLOCK]
+            d += extra[i : i + _BLOCK]
         total += float(np.einsum("i,i->", d, d))
     return total
 
@@ -317,7 +346,7 @@ def stream_delta(
         extra = None
         if job.name in lowrank:
             left, right = lowrank[job.name]
-            extra = (left[job.r0:job.r1] @ right).reshape(-1)
+            extra = (left[job.r0 : job.r1] @ right).reshape(-1)
         s = _squared_diff(x, y, extra, scratch)
         if not math.isfinite(s):
             side = "base" if np.isfinite(y).all() else "candidate"
@@ -348,16 +377,20 @@ def hash_base_and_candidate(
         digests = list(pool.map(sha256_file, paths + candidate))
     for f, got in zip(files, digests[: len(paths)], strict=True):
         if got != f.sha256:
-            raise CheckpointError(f"{base / f.path}: sha256 {got[:16]}… differs from the certificate's "
-                                  f"{f.sha256[:16]}…: not the certified base")
+            raise CheckpointError(
+                f"{base / f.path}: sha256 {got[:16]}… differs from the certificate's "
+                f"{f.sha256[:16]}…: not the certified base"
+            )
     listed = {f.path for f in cert.model.files}
     for w in weight_files(base):
         if w.relative_to(base).as_posix() not in listed:
             raise CheckpointError(f"{w}: base weight file not covered by the certificate")
     roots = [base] * len(paths) + [cand_root] * len(candidate)
-    rows = [FileDigest(path=p.relative_to(root).as_posix(), sha256=d, size=p.stat().st_size)
-            for p, d, root in zip(paths + candidate, digests, roots, strict=True)]
-    return rows[: len(paths)], rows[len(paths):]
+    rows = [
+        FileDigest(path=p.relative_to(root).as_posix(), sha256=d, size=p.stat().st_size)
+        for p, d, root in zip(paths + candidate, digests, roots, strict=True)
+    ]
+    return rows[: len(paths)], rows[len(paths) :]
 
 
 @dataclass
@@ -404,25 +437,47 @@ class GateResult:
 
     def to_json(self, cert_path: str | None = None) -> dict[str, Any]:
         c, p, norm = self.cert, self.cert.perturbation, self.delta.norm
-        tasks = [{**asdict(t), "radius_over_sigma": t.radius / p.sigma, "bound": t.bound,
-                  "certified": t.certified} for t in self.tasks]
+        tasks = [
+            {**asdict(t), "radius_over_sigma": t.radius / p.sigma, "bound": t.bound, "certified": t.certified}
+            for t in self.tasks
+        ]
         return {
-            "report": "auditor-gate", "report_version": 1, "kind": self.kind, "verdict": self.verdict,
-            "reasons": self.reasons, "notes": self.notes, "tasks": tasks, "guarantee": GATE_GUARANTEE,
+            "report": "auditor-gate",
+            "report_version": 1,
+            "kind": self.kind,
+            "verdict": self.verdict,
+            "reasons": self.reasons,
+            "notes": self.notes,
+            "tasks": tasks,
+            "guarantee": GATE_GUARANTEE,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "timings": self.timings,
-            "certificate": {"path": cert_path, "run_id": c.run_id, "model": c.model.name,
-                            "verdict": c.verdict, "root_digest": c.model.root_digest,
-                            "policy_sha256": c.policy.sha256},
-            "perturbation": p.model_dump(include={"space", "sigma", "dimension", "typical_noise_norm",
-                                                  "parameters_digest"}),
-            "base": {"path": str(self.base) if self.base else None,
-                     "files": [f.model_dump() for f in self.base_files]},
-            "candidate": {"path": str(self.candidate),
-                          "files": [f.model_dump() for f in self.candidate_files]},
-            "delta": {"norm": norm, "norm_over_sigma": norm / p.sigma, "bytes_read": self.delta.bytes_read,
-                      "by_tensor": {k: math.sqrt(v) for k, v in sorted(self.delta.squared.items()) if v > 0},
-                      "changed_outside_perturbed_set": self.delta.changed_outside},
+            "certificate": {
+                "path": cert_path,
+                "run_id": c.run_id,
+                "model": c.model.name,
+                "verdict": c.verdict,
+                "root_digest": c.model.root_digest,
+                "policy_sha256": c.policy.sha256,
+            },
+            "perturbation": p.model_dump(
+                include={"space", "sigma", "dimension", "typical_noise_norm", "parameters_digest"}
+            ),
+            "base": {
+                "path": str(self.base) if self.base else None,
+                "files": [f.model_dump() for f in self.base_files],
+            },
+            "candidate": {
+                "path": str(self.candidate),
+                "files": [f.model_dump() for f in self.candidate_files],
+            },
+            "delta": {
+                "norm": norm,
+                "norm_over_sigma": norm / p.sigma,
+                "bytes_read": self.delta.bytes_read,
+                "by_tensor": {k: math.sqrt(v) for k, v in sorted(self.delta.squared.items()) if v > 0},
+                "changed_outside_perturbed_set": self.delta.changed_outside,
+            },
             **self.details,
         }
 
@@ -441,14 +496,24 @@ def judge(cert: Certificate, delta: DeltaStats, blockers: list[str]) -> tuple[li
     from auditor import bounds
 
     sigma, norm = cert.perturbation.sigma, delta.norm
-    rows = [TaskGate(t.name, t.p_lower, t.target, float(bounds.certified_radius(t.p_lower, t.target, sigma)),
-                     float(bounds.strong_bound(t.p_lower, norm, sigma)),
-                     float(bounds.weak_bound(t.p_lower, norm, sigma))) for t in cert.tasks]
+    rows = [
+        TaskGate(
+            t.name,
+            t.p_lower,
+            t.target,
+            float(bounds.certified_radius(t.p_lower, t.target, sigma)),
+            float(bounds.strong_bound(t.p_lower, norm, sigma)),
+            float(bounds.weak_bound(t.p_lower, norm, sigma)),
+        )
+        for t in cert.tasks
+    ]
     reasons = list(blockers)
     for r in rows:
         rel = "<=" if r.certified else ">"
-        reasons.append(f"{r.name}: ||Delta|| = {norm:.4g} {rel} R(q={r.target:g}) = {r.radius:.4g}; "
-                       f"certified smoothed score >= {r.bound:.4f} (target {r.target:g})")
+        reasons.append(
+            f"{r.name}: ||Delta|| = {norm:.4g} {rel} R(q={r.target:g}) = {r.radius:.4g}; "
+            f"certified smoothed score >= {r.bound:.4f} (target {r.target:g})"
+        )
     if blockers:
         return rows, "not certifiable", reasons
     return rows, "pass" if all(r.certified for r in rows) else "not certified", reasons
@@ -490,21 +555,26 @@ def check_layout(
             raise CheckpointError(f"perturbed tensor {n} has non-float dtype {base[n].dtype}")
     dim = sum(base[n].numel for n in perturbed)
     if dim != cert.perturbation.dimension:
-        raise CheckpointError(f"the certificate's parameters have {dim} coordinates in the base, but the "
-                              f"certificate says {cert.perturbation.dimension}: not the certified set")
+        raise CheckpointError(
+            f"the certificate's parameters have {dim} coordinates in the base, but the "
+            f"certificate says {cert.perturbation.dimension}: not the certified set"
+        )
 
 
 def outside_blocker(names: list[str]) -> str:
-    return (f"changes {len(names)} tensor(s) outside the certificate's perturbed set (no bound applies): "
-            f"{_few(names, 10)}")
+    return (
+        f"changes {len(names)} tensor(s) outside the certificate's perturbed set (no bound applies): {_few(names, 10)}"
+    )
 
 
 def gate_checkpoint(cert: Certificate, candidate: Path, base: Path, chunk: int = CHUNK_BYTES) -> GateResult:
     """Gate a full fine-tuned checkpoint against the certified base (streamed; bounded memory)."""
     t0 = time.perf_counter()
     if cert.perturbation.space != "weights":
-        raise AuditorError("this certificate smooths input embeddings: it certifies token substitutions "
-                           "(auditor tokens), not weight changes")
+        raise AuditorError(
+            "this certificate smooths input embeddings: it certifies token substitutions "
+            "(auditor tokens), not weight changes"
+        )
     if not candidate.is_dir():
         raise CheckpointError(f"{candidate}: candidate directory not found")
     refuse_pickles(candidate)
@@ -516,8 +586,10 @@ def gate_checkpoint(cert: Certificate, candidate: Path, base: Path, chunk: int =
     if changed := compare_configs(bcfg, ccfg):
         blockers.append(f"config.json changes {', '.join(changed)}: the certificate covers the base's only")
     if side := changed_side_files(base, candidate):
-        blockers.append(f"{', '.join(side)} differ from the base's: the certificate covers the base's "
-                        "tokenizer and generation files only")
+        blockers.append(
+            f"{', '.join(side)} differ from the base's: the certificate covers the base's "
+            "tokenizer and generation files only"
+        )
     bidx, cidx = model_index(base), model_index(candidate)
     aliases = tied_aliases(bcfg, set(bidx))
     _fold_aliases(bidx, aliases)
@@ -535,5 +607,17 @@ def gate_checkpoint(cert: Certificate, candidate: Path, base: Path, chunk: int =
     tasks, verdict, reasons = judge(cert, delta, blockers)
     notes = [f"tied weights {a} = {c}: one parameter, counted once" for a, c in aliases.items()]
     timings = {"digests_s": t1 - t0, "delta_s": delta.seconds, "total_s": time.perf_counter() - t0}
-    return GateResult("checkpoint", cert, base, candidate, delta, tasks, verdict, reasons, notes, base_files,
-                      cand_files, timings)
+    return GateResult(
+        "checkpoint",
+        cert,
+        base,
+        candidate,
+        delta,
+        tasks,
+        verdict,
+        reasons,
+        notes,
+        base_files,
+        cand_files,
+        timings,
+    )

@@ -105,17 +105,14 @@ def read_adapter_config(root: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable adapter config ({exc})") from exc
     if config.get("peft_type") != "LORA":
-        raise CheckpointError(
-            f"{path}: peft_type {config.get('peft_type')!r}: only LoRA adapters can be gated"
-        )
+        raise CheckpointError(f"{path}: peft_type {config.get('peft_type')!r}: only LoRA adapters can be gated")
     for key in _UNSUPPORTED:
         if config.get(key):
             raise CheckpointError(f"{path}: {key} is set: that adapter's Delta W is not s*B*A; not supported")
     init = config.get("init_lora_weights")
     if isinstance(init, str) and init.lower().startswith(_BASE_REWRITING_INIT):
         raise CheckpointError(
-            f"{path}: init_lora_weights={init!r} rewrites the base weights; convert the adapter "
-            "to a plain LoRA first"
+            f"{path}: init_lora_weights={init!r} rewrites the base weights; convert the adapter to a plain LoRA first"
         )
     return config
 
@@ -173,8 +170,7 @@ def _lowrank(module: str, a_ref: TensorRef, b_ref: TensorRef, config: dict[str, 
     rank = a.shape[0]
     if b.size != b.shape[0] * rank or a.size % rank:
         raise CheckpointError(
-            f"{where}: module {module}: lora_A {list(a.shape)} and lora_B {list(b.shape)} "
-            "do not form a rank-r product"
+            f"{where}: module {module}: lora_A {list(a.shape)} and lora_B {list(b.shape)} do not form a rank-r product"
         )
     s = lora_scale(config, module, rank)
     a2, b2 = a.reshape(rank, -1), b.reshape(b.shape[0], rank)
@@ -195,14 +191,10 @@ def lora_delta(
     stats = DeltaStats()
     if adapter.full:
         if base_index is None:
-            raise CheckpointError(
-                f"{adapter.root}: the adapter replaces full tensors: the base model is needed"
-            )
+            raise CheckpointError(f"{adapter.root}: the adapter replaces full tensors: the base model is needed")
         missing = sorted(set(adapter.full) - set(base_index))
         if missing:
-            raise CheckpointError(
-                f"{adapter.root}: adapter replaces {missing[0]}, which the base does not have"
-            )
+            raise CheckpointError(f"{adapter.root}: adapter replaces {missing[0]}, which the base does not have")
         for n, ref in adapter.full.items():
             b = base_index[n]
             if (ref.shape, ref.dtype) != (b.shape, b.dtype):
@@ -219,8 +211,7 @@ def lora_delta(
             shape = base_index[n].shape
             if (shape[0], math.prod(shape[1:])) != (lr.left.shape[0], lr.right.shape[1]):
                 raise CheckpointError(
-                    f"adapter for {n} is {lr.left.shape[0]}x{lr.right.shape[1]}, the base "
-                    f"tensor is {list(shape)}"
+                    f"adapter for {n} is {lr.left.shape[0]}x{lr.right.shape[1]}, the base tensor is {list(shape)}"
                 )
         if n in adapter.full:
             continue  # already counted with its replacement tensor
@@ -233,9 +224,7 @@ def lora_delta(
     return stats
 
 
-def gate_lora(
-    cert: Certificate, adapter_dir: Path, base: Path | None, chunk: int = CHUNK_BYTES
-) -> GateResult:
+def gate_lora(cert: Certificate, adapter_dir: Path, base: Path | None, chunk: int = CHUNK_BYTES) -> GateResult:
     """Gate a LoRA adapter against the certified base (the base is optional for a pure LoRA)."""
     t0 = time.perf_counter()
     if cert.perturbation.space != "weights":
@@ -244,8 +233,10 @@ def gate_lora(
             "(auditor tokens), not weight changes"
         )
     adapter = read_adapter(adapter_dir)
-    notes = ["the bound is for the merged weights theta0 + s*B*A (an unmerged adapter computes the same "
-             "function up to floating-point rounding)"]
+    notes = [
+        "the bound is for the merged weights theta0 + s*B*A (an unmerged adapter computes the same "
+        "function up to floating-point rounding)"
+    ]
     blockers: list[str] = []
     perturbed = set(cert.perturbation.parameters)
     base_files: list[FileDigest] = []
@@ -255,9 +246,7 @@ def gate_lora(
     if base is not None:
         # s*B*A does not depend on the base weights: a pure LoRA needs only the base's (certified) config.
         only = None if adapter.full else {"config.json"}
-        base_files, cand_files = hash_base_and_candidate(
-            cert, base, candidate_files(adapter_dir), adapter_dir, only
-        )
+        base_files, cand_files = hash_base_and_candidate(cert, base, candidate_files(adapter_dir), adapter_dir, only)
         if only:
             notes.append("pure LoRA: only the base's config.json was checked against the certificate")
         base_index = model_index(base)
@@ -272,13 +261,9 @@ def gate_lora(
                 "...): the base model is needed (--base)"
             )
         notes.append("no base model: its digests, tensor shapes and tied weights were not checked")
-        touched = [
-            n for n in (*adapter.lowrank, *adapter.full) if n.endswith(EMBED_SUFFIXES) or "lm_head" in n
-        ]
+        touched = [n for n in (*adapter.lowrank, *adapter.full) if n.endswith(EMBED_SUFFIXES) or "lm_head" in n]
         if touched:
-            raise CheckpointError(
-                f"adapter changes {touched[0]}: the base is needed to check tied embeddings"
-            )
+            raise CheckpointError(f"adapter changes {touched[0]}: the base is needed to check tied embeddings")
     t1 = time.perf_counter()
     delta = lora_delta(adapter, perturbed, base_index, cert.model.dtype, chunk)
     changed = {n for n, v in delta.squared.items() if v > 0} | set(delta.changed_outside)
@@ -303,8 +288,21 @@ def gate_lora(
         }
     }
     timings = {"digests_s": t1 - t0, "delta_s": delta.seconds, "total_s": time.perf_counter() - t0}
-    return GateResult("lora", cert, base, adapter_dir, delta, tasks, verdict, reasons, notes, base_files,
-                      cand_files, timings, details)
+    return GateResult(
+        "lora",
+        cert,
+        base,
+        adapter_dir,
+        delta,
+        tasks,
+        verdict,
+        reasons,
+        notes,
+        base_files,
+        cand_files,
+        timings,
+        details,
+    )
 
 
 def merge_adapter(base: Path, adapter_dir: Path, out: Path) -> Path:

@@ -109,7 +109,7 @@ class Perturber:
     def apply(self, draw: int, sign: float = 1.0) -> None:
         """Set the selected weights to theta0 + sign * sigma * eps_draw (always from theta0)."""
         scale = sign * self.sigma
-        for p, p0, z in zip(self.params, self.pristine, self._draw_noise(draw)):
+        for p, p0, z in zip(self.params, self.pristine, self._draw_noise(draw), strict=True):
             if p.dtype == torch.float32:
                 # (scale * z) + p0 in place: no temporary, and the same rounding as theta0 + sigma*eps
                 p.data.copy_(z).mul_(scale).add_(p0)
@@ -120,7 +120,7 @@ class Perturber:
     @torch.no_grad()
     def restore(self) -> None:
         """Copy the pristine weights back: bit-exact, no arithmetic."""
-        for p, p0 in zip(self.params, self.pristine):
+        for p, p0 in zip(self.params, self.pristine, strict=True):
             p.data.copy_(p0)
         self.current = None
 

@@ -76,10 +76,14 @@ class SamplingSpec(_Strict):
     )
     draws: int = Field(32, ge=1, description="Number of noise draws (fixed-n audit).")
     max_draws: int | None = Field(
-        None, ge=1, description="If set: sequential audit that stops once every task is decided, at most this many draws."
+        None,
+        ge=1,
+        description="If set: sequential audit that stops once every task is decided, at most this many draws.",
     )
     subset: int | None = Field(
-        None, ge=1, description="Batched designs: examples per draw, a uniform subset redrawn each draw (default all)."
+        None,
+        ge=1,
+        description="Batched designs: examples per draw, a uniform subset redrawn each draw (default all).",
     )
     batch_size: int = Field(16, ge=1, description="Examples per forward pass; fixed so a draw replays exactly.")
     randomised_rounding: bool = Field(
@@ -161,9 +165,7 @@ class Requirement(_Strict):
     """What a task must reach for the audit to pass."""
 
     min_p_lower: float | None = Field(None, ge=0, le=1, description="Minimum lower bound on the smoothed score.")
-    min_radius: float | None = Field(
-        None, ge=0, description="Minimum certified L2 radius for the gate target q."
-    )
+    min_radius: float | None = Field(None, ge=0, description="Minimum certified L2 radius for the gate target q.")
 
 
 class TaskSpec(_Strict):

@@ -106,9 +106,7 @@ def plot_curve_svg(task: TaskResult, sigma: float) -> str:
             label="weak theorem  p_lower − ‖Δ‖/(√(2π)σ)",
         )
         ax.axhline(task.target, color="#b23b3b", lw=1.1, ls=":", label=f"policy target q = {task.target:g}")
-        ax.axvline(
-            task.radius, color="#2e7d32", lw=1.3, label=f"certified radius R(q) = {fmt_num(task.radius)}"
-        )
+        ax.axvline(task.radius, color="#2e7d32", lw=1.3, label=f"certified radius R(q) = {fmt_num(task.radius)}")
         ax.set_xlim(0, x_max)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("‖Δ‖₂  (L2 norm of the change of the perturbed weights)")
@@ -120,9 +118,7 @@ def plot_curve_svg(task: TaskResult, sigma: float) -> str:
         ax.grid(True, color="#e4e4e4", lw=0.6)
         fig.tight_layout(pad=0.4, rect=(0, 0.15, 1, 1))
         # Below the axes, so the legend never hides a curve whatever the numbers.
-        fig.legend(
-            loc="lower center", ncol=2, fontsize=7.4, frameon=False, handlelength=2.6, columnspacing=2.2
-        )
+        fig.legend(loc="lower center", ncol=2, fontsize=7.4, frameon=False, handlelength=2.6, columnspacing=2.2)
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     return buf.getvalue()
@@ -174,8 +170,7 @@ def render_html(cert: Certificate, signed: bool, status_note: str | None = None)
         "verify_command": VERIFY_COMMAND,
         "policy_name": cert.policy.path or "policy",
         "footer_text": _css_string(
-            f"{cert.model.name} · run {cert.run_id} · {cert.verdict.upper()}"
-            + ("" if signed else " · UNSIGNED")
+            f"{cert.model.name} · run {cert.run_id} · {cert.verdict.upper()}" + ("" if signed else " · UNSIGNED")
         ),
     }
     return _environment().get_template(TEMPLATE_NAME).render(**context)

@@ -85,12 +85,12 @@ class DrawLog:
         self.done: dict[int, dict[str, Any]] = {}
         if resume and path.exists():
             self._read(header)
-            self._fh = open(path, "a", encoding="utf-8")
+            self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the whole run
         else:
             if path.exists() and not resume:
                 raise AuditorError(f"{path}: a draw log already exists; pass --resume to continue it or another --out")
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(path, "w", encoding="utf-8")
+            self._fh = open(path, "w", encoding="utf-8")  # noqa: SIM115 - held open for the whole run
             self._write({"header": header})
 
     def _read(self, header: dict[str, Any]) -> None:
@@ -125,9 +125,7 @@ def _decide(plan: SamplingPlan, seqs: dict[str, stats.BettingSequence]) -> dict[
     out = {}
     for name, seq in seqs.items():
         need = plan.thresholds.get(name)
-        if need is None:
-            out[name] = "pass"
-        elif seq.lower >= need:
+        if need is None or seq.lower >= need:
             out[name] = "pass"
         elif seq.upper < need:
             out[name] = "fail"
@@ -198,6 +196,4 @@ def run_draws(
 
 def clean_scores(model: Any, tokenizer: Any, tasks: Sequence[Task], batch_size: int) -> dict[str, float]:
     """S(theta0) per task on all examples, unperturbed."""
-    return {
-        t.name: float(t.evaluate(model, tokenizer, list(range(len(t.examples))), batch_size).mean()) for t in tasks
-    }
+    return {t.name: float(t.evaluate(model, tokenizer, list(range(len(t.examples))), batch_size).mean()) for t in tasks}

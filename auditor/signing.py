@@ -270,9 +270,7 @@ def sign_statement(statement: dict[str, Any], signer: Any) -> Any:
 def write_envelope(envelope: Any, path: Path) -> None:
     # JSON Lines: one envelope per line, the layout in-toto bundle tools read.
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(
-        json.dumps(envelope.to_dict(), sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n"
-    )
+    tmp.write_bytes(json.dumps(envelope.to_dict(), sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n")
     tmp.replace(path)
 
 
@@ -295,9 +293,7 @@ def publish(cert: Certificate, out_dir: Path, key_path: Path | None) -> dict[str
         pdf_key, pdf_cert = key_path.parent / PDF_KEY, key_path.parent / PDF_CERT
         for p in (pdf_key, pdf_cert):
             if not p.is_file():
-                raise AuditorError(
-                    f"{p}: PDF signing key missing next to {key_path.name} (run `auditor keygen`)"
-                )
+                raise AuditorError(f"{p}: PDF signing key missing next to {key_path.name} (run `auditor keygen`)")
 
     files = {"certificate": out_dir / CERT_JSON, "html": out_dir / CERT_HTML, "pdf": out_dir / CERT_PDF}
     stale = out_dir / ENVELOPE

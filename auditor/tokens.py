@@ -96,9 +96,7 @@ class TokenResult:
             subs.add_row(repr(s["old"]), repr(s["new"]), f"{s['distance']:.4g}")
         console.print(subs)
         assert self.delta_norm is not None
-        console.print(
-            f"||delta||_F = {self.delta_norm:.4g}   ||delta||/sigma = {self.delta_norm / self.sigma:.3f}"
-        )
+        console.print(f"||delta||_F = {self.delta_norm:.4g}   ||delta||/sigma = {self.delta_norm / self.sigma:.3f}")
         tasks = Table(box=None, pad_edge=False)
         for col in ("task", "p_lower", "target q", "bound", ""):
             tasks.add_column(col, justify="left" if col == "task" else "right")
@@ -130,9 +128,7 @@ def token_id(token: str, tokenizer: Any, vocab_size: int) -> int:
     else:
         ids = tokenizer.encode(token, add_special_tokens=False)
         if len(ids) != 1:
-            raise AuditorError(
-                f"token {token!r} is not a single token (encodes to {len(ids)}: {ids}); use #id"
-            )
+            raise AuditorError(f"token {token!r} is not a single token (encodes to {len(ids)}: {ids}); use #id")
         tid = int(ids[0])
     if not 0 <= tid < vocab_size:
         raise AuditorError(f"token id {tid} outside the vocabulary (size {vocab_size})")
@@ -160,18 +156,14 @@ def read_matrix(ref: TensorRef, model_dtype: str | None) -> np.ndarray:
         data = f.read(ref.nbytes)
     if len(data) != ref.nbytes:
         raise CheckpointError(f"{ref.path}: truncated while reading {ref.name}")
-    return (
-        as_floats(data, ref.dtype, MODEL_DTYPES.get(model_dtype or "")).astype(np.float64).reshape(ref.shape)
-    )
+    return as_floats(data, ref.dtype, MODEL_DTYPES.get(model_dtype or "")).astype(np.float64).reshape(ref.shape)
 
 
 def _embedding(index: dict[str, TensorRef], name: str | None) -> TensorRef:
     if name is None:
         found = sorted(n for n in index if n.endswith(EMBED_SUFFIXES))
         if len(found) != 1:
-            raise AuditorError(
-                f"cannot tell the input-embedding tensor ({found or 'none found'}): pass --embedding"
-            )
+            raise AuditorError(f"cannot tell the input-embedding tensor ({found or 'none found'}): pass --embedding")
         name = found[0]
     if name not in index or len(index[name].shape) != 2:
         raise AuditorError(f"{name}: no such 2-D tensor in the base checkpoint")
@@ -292,9 +284,7 @@ def _worst_case(
     allowed = None
     if candidates is not None:
         try:
-            lines = [
-                ln.rstrip("\n") for ln in candidates.read_text(encoding="utf-8").splitlines() if ln.strip()
-            ]
+            lines = [ln.rstrip("\n") for ln in candidates.read_text(encoding="utf-8").splitlines() if ln.strip()]
         except OSError as exc:
             raise AuditorError(f"{candidates}: cannot read candidate tokens ({exc})") from exc
         allowed = sorted({token_id(t, tokenizer, ref.shape[0]) for t in lines})

@@ -132,8 +132,7 @@ def parse_statement(payload: bytes) -> tuple[dict[str, Any], Certificate]:
         raise Invalid(f"predicateType is {statement.get('predicateType')!r}, expected {PREDICATE_TYPE!r}")
     subjects = statement.get("subject")
     if not isinstance(subjects, list) or not all(
-        isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("digest"), dict)
-        for s in subjects
+        isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("digest"), dict) for s in subjects
     ):
         raise Invalid("statement subjects are malformed")
     try:
@@ -154,9 +153,7 @@ def subject_digests(statement: dict[str, Any]) -> dict[str, str]:
 
 def check_consistency(cert: Certificate, subjects: dict[str, str]) -> None:
     """The signed subjects say the same as the signed certificate (files, policy, renders)."""
-    weights = {
-        k: v for k, v in subjects.items() if k not in (CERT_HTML, CERT_PDF) and not k.startswith("policy:")
-    }
+    weights = {k: v for k, v in subjects.items() if k not in (CERT_HTML, CERT_PDF) and not k.startswith("policy:")}
     if weights != {f.path: f.sha256 for f in cert.model.files}:
         raise Invalid("statement subjects do not match the certificate's model files")
     if subjects.get(policy_subject_name(cert)) != cert.policy.sha256:
@@ -217,8 +214,7 @@ def check_model(model_dir: Path, cert: Certificate) -> str:
         )
     if extra:
         raise Invalid(
-            f"model file not in the certificate: {extra[0]}"
-            + (f" (+{len(extra) - 1} more)" if len(extra) > 1 else "")
+            f"model file not in the certificate: {extra[0]}" + (f" (+{len(extra) - 1} more)" if len(extra) > 1 else "")
         )
     for path, digest in sorted(signed.items()):
         if on_disk[path] != digest:
@@ -238,9 +234,7 @@ def verify(target: Path, key_path: Path | None, model_dir: Path | None = None) -
         raise AuditorError(f"{model_dir}: model directory not found")
     if not envelope_path.exists():
         if cert_path.exists():
-            return Verification(
-                False, f"no signature envelope ({ENVELOPE}) next to {cert_path.name}: UNSIGNED"
-            )
+            return Verification(False, f"no signature envelope ({ENVELOPE}) next to {cert_path.name}: UNSIGNED")
         raise AuditorError(f"{Path(target)}: neither {ENVELOPE} nor {CERT_JSON} found")
     if not cert_path.exists():
         raise AuditorError(f"{cert_path}: certificate not found next to the envelope")

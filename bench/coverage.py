@@ -154,13 +154,7 @@ def table(results: list[CoverageResult]) -> str:
 def run_all(
     runs: int, ns: list[int], alphas: list[float], seed: int = 0, methods: tuple[str, ...] = METHODS
 ) -> list[CoverageResult]:
-    return [
-        simulate_coverage(m, d, a, n, runs, seed)
-        for n in ns
-        for a in alphas
-        for d in DESIGNS
-        for m in methods
-    ]
+    return [simulate_coverage(m, d, a, n, runs, seed) for n in ns for a in alphas for d in DESIGNS for m in methods]
 
 
 def main(argv: list[str] | None = None) -> int:

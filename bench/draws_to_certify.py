@@ -82,23 +82,48 @@ def median(vals: list[int | None]) -> float:
     return float(np.median(got)) if len(got) == len(vals) else float("inf")
 
 
-def measure(name: str, sampler: Callable[[np.random.Generator, int], np.ndarray], evals_per_draw: int,
-            noise_per_draw: int, reps: int, rows: list[dict]) -> None:
+def measure(
+    name: str,
+    sampler: Callable[[np.random.Generator, int], np.ndarray],
+    evals_per_draw: int,
+    noise_per_draw: int,
+    reps: int,
+    rows: list[dict],
+) -> None:
     rng = np.random.default_rng(0)
     p = float(sampler(rng, 200_000).mean())
     cohen = cohen_draws(p, ALPHA, TOL)
-    rows.append({"distribution": name, "design": "Cohen: bernoulli + clopper-pearson", "draws": cohen,
-                 "noise": cohen, "evals": cohen, "p": p})
+    rows.append(
+        {
+            "distribution": name,
+            "design": "Cohen: bernoulli + clopper-pearson",
+            "draws": cohen,
+            "noise": cohen,
+            "evals": cohen,
+            "p": p,
+        }
+    )
     for method in ("betting", "empirical-bernstein", "hoeffding"):
         results = []
         for _ in range(reps):
             x = sampler(rng, MAX_DRAWS)
-            results.append(draws_needed_sequential(x, ALPHA, TOL) if method == "betting"
-                           else draws_needed_fixed(x, method, ALPHA, TOL))
+            results.append(
+                draws_needed_sequential(x, ALPHA, TOL)
+                if method == "betting"
+                else draws_needed_fixed(x, method, ALPHA, TOL)
+            )
         d = median(results)
         label = "antithetic" if "pair" in name else "batched"
-        rows.append({"distribution": name, "design": f"{label} + {method}", "draws": d,
-                     "noise": d * noise_per_draw, "evals": d * evals_per_draw, "p": p})
+        rows.append(
+            {
+                "distribution": name,
+                "design": f"{label} + {method}",
+                "draws": d,
+                "noise": d * noise_per_draw,
+                "evals": d * evals_per_draw,
+                "p": p,
+            }
+        )
 
 
 def sequential_decision(reps: int) -> list[dict]:
@@ -106,19 +131,27 @@ def sequential_decision(reps: int) -> list[dict]:
     rng = np.random.default_rng(1)
     out = []
     budget = 300
-    for name, sampler, threshold in (("clear pass (p=0.79 vs 0.6)", basin, 0.6),
-                                     ("clear fail (p=0.79 vs 0.9)", basin, 0.9)):
+    for name, sampler, threshold in (
+        ("clear pass (p=0.79 vs 0.6)", basin, 0.6),
+        ("clear fail (p=0.79 vs 0.9)", basin, 0.9),
+    ):
         used = []
         for _ in range(reps):
             seq = stats.BettingSequence(ALPHA)
             x = sampler(rng, budget)
-            for i, v in enumerate(x, 1):
+            for v in x:
                 seq.update(float(v))
                 if seq.lower >= threshold or seq.upper < threshold:
                     break
-            used.append(i)
-        out.append({"case": name, "budget": budget, "median_used": float(np.median(used)),
-                    "fraction": float(np.median(used)) / budget})
+            used.append(seq.n)
+        out.append(
+            {
+                "case": name,
+                "budget": budget,
+                "median_used": float(np.median(used)),
+                "fraction": float(np.median(used)) / budget,
+            }
+        )
     return out
 
 
@@ -140,20 +173,37 @@ def main() -> None:
     measure("Bernoulli-like (batched)", independent, M, 1, args.reps, rows)
     measure("basin-like (antithetic pair)", antithetic_basin, 2 * M, 1, args.reps, rows)
     if args.real:
-        measure(f"real default model, {args.task} (resampled)", real_model_sampler(args.real, args.task), M, 1,
-                args.reps, rows)
-    lines = [f"Draws to certify p_lower >= p_hat - {TOL} at alpha = {ALPHA} (median of {args.reps} runs; "
-             f"{M} examples per batched draw; antithetic pairs reuse one noise for eps and -eps).", "",
-             "| score distribution | design + bound | p | noise draws | example evaluations | "
-             "noise ratio vs Cohen | evaluation ratio vs Cohen |", "|---|---|---|---|---|---|---|"]
+        measure(
+            f"real default model, {args.task} (resampled)",
+            real_model_sampler(args.real, args.task),
+            M,
+            1,
+            args.reps,
+            rows,
+        )
+    lines = [
+        f"Draws to certify p_lower >= p_hat - {TOL} at alpha = {ALPHA} (median of {args.reps} runs; "
+        f"{M} examples per batched draw; antithetic pairs reuse one noise for eps and -eps).",
+        "",
+        "| score distribution | design + bound | p | noise draws | example evaluations | "
+        "noise ratio vs Cohen | evaluation ratio vs Cohen |",
+        "|---|---|---|---|---|---|---|",
+    ]
     base: dict[str, dict] = {}
     for r in rows:
         base.setdefault(r["distribution"], r)
         b = base[r["distribution"]]
-        lines.append(f"| {r['distribution']} | {r['design']} | {r['p']:.3f} | {r['noise']:.0f} | {r['evals']:.0f} | "
-                     f"{b['noise'] / r['noise']:.1f}x | {b['evals'] / r['evals']:.2f}x |")
-    lines += ["", "Sequential stopping (betting CS, basin-like scores, alpha = 0.01):", "",
-              "| case | fixed-n budget | median draws used | fraction of budget |", "|---|---|---|---|"]
+        lines.append(
+            f"| {r['distribution']} | {r['design']} | {r['p']:.3f} | {r['noise']:.0f} | {r['evals']:.0f} | "
+            f"{b['noise'] / r['noise']:.1f}x | {b['evals'] / r['evals']:.2f}x |"
+        )
+    lines += [
+        "",
+        "Sequential stopping (betting CS, basin-like scores, alpha = 0.01):",
+        "",
+        "| case | fixed-n budget | median draws used | fraction of budget |",
+        "|---|---|---|---|",
+    ]
     for s in sequential_decision(args.reps):
         lines.append(f"| {s['case']} | {s['budget']} | {s['median_used']:.0f} | {s['fraction']:.2f} |")
     text = "\n".join(lines) + "\n"

@@ -189,9 +189,7 @@ def make_adapter(root: Path, rank: int = 16, layers: int = 32, dim: int = 4096) 
     adapter.mkdir()
     save_file(tensors, str(adapter / "adapter_model.safetensors"))
     (adapter / "adapter_config.json").write_text(
-        json.dumps(
-            {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": ["q_proj", "v_proj"]}
-        )
+        json.dumps({"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": ["q_proj", "v_proj"]})
     )
     return adapter
 
@@ -269,8 +267,7 @@ def main() -> None:
         "",
         f"GB/s counts the bytes of both checkpoints. ||Delta|| from the gate: {norm:.6f} (generated: "
         f"{true_norm:.6f}); verdict {gate.verdict}. Target: gate ||Delta|| >= 0.8x the read path; measured "
-        f"{warm[READ] / warm[DELTA]:.2f}x warm"
-        + (f", {cold[READ] / cold[DELTA]:.2f}x cold." if cold else "."),
+        f"{warm[READ] / warm[DELTA]:.2f}x warm" + (f", {cold[READ] / cold[DELTA]:.2f}x cold." if cold else "."),
         "",
         "| LoRA gate (rank 16, q/v 4096x4096, 32 layers, fp32) | value |",
         "|---|---:|",

@@ -18,7 +18,10 @@ from auditor.certificate import (
     ToolRecord,
 )
 
-POLICY_TEXT = "schema_version: 1\nseed: 1\nperturbation: {sigma: 0.004}\ntasks: [{name: t, source: builtin:capitals, oracle: {type: contains}}]\n"
+POLICY_TEXT = (
+    "schema_version: 1\nseed: 1\nperturbation: {sigma: 0.004}\n"
+    "tasks: [{name: t, source: builtin:capitals, oracle: {type: contains}}]\n"
+)
 
 
 def _sha(data: bytes) -> str:
@@ -69,20 +72,39 @@ def make_certificate(
         started="2026-11-29T00:00:00+00:00",
         finished="2026-11-29T00:01:00+00:00",
         model=ModelIdentity(
-            name="tiny", source=str(model_dir or "memory"), files=files, root_digest=root, dtype="float32",
+            name="tiny",
+            source=str(model_dir or "memory"),
+            files=files,
+            root_digest=root,
+            dtype="float32",
             n_parameters=dimension,
         ),
         policy=PolicyRecord(path="policy.yaml", sha256=_sha(POLICY_TEXT.encode()), text=POLICY_TEXT),
         seed=1,
         perturbation=PerturbationRecord(
-            space="weights", sigma=sigma, include=["*"], exclude=[], parameters=parameters or ["w"],
-            parameters_digest=_sha("\n".join(parameters or ["w"]).encode()), dimension=dimension,
+            space="weights",
+            sigma=sigma,
+            include=["*"],
+            exclude=[],
+            parameters=parameters or ["w"],
+            parameters_digest=_sha("\n".join(parameters or ["w"]).encode()),
+            dimension=dimension,
             typical_noise_norm=sigma * dimension**0.5,
         ),
         sampling=SamplingRecord(
-            design="batched", bound="betting", exact=True, anytime_valid=True, sequential=False,
-            draws_planned=32, draws_used=32, batch_size=16, subset=None, randomised_rounding=False,
-            alpha=0.01, alpha_per_task=0.01, correction="bonferroni",
+            design="batched",
+            bound="betting",
+            exact=True,
+            anytime_valid=True,
+            sequential=False,
+            draws_planned=32,
+            draws_used=32,
+            batch_size=16,
+            subset=None,
+            randomised_rounding=False,
+            alpha=0.01,
+            alpha_per_task=0.01,
+            correction="bonferroni",
         ),
         tasks=[task],
         verdict="pass",

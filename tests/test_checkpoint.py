@@ -18,7 +18,7 @@ def test_load_directory_with_identity(tiny_model_dir):
     assert lm.identity.root_digest == checkpoint.root_digest(lm.identity.files)
     assert lm.identity.n_parameters == sum(p.numel() for p in lm.model.parameters())
     ref = make_model()
-    for (n, a), (_, b) in zip(lm.model.named_parameters(), ref.named_parameters()):
+    for (n, a), (_, b) in zip(lm.model.named_parameters(), ref.named_parameters(), strict=True):
         assert torch.equal(a, b), n
 
 

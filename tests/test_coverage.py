@@ -26,9 +26,7 @@ RUNS, N = 2000, 48
 @pytest.mark.parametrize("method", METHODS)
 def test_coverage(method: str, design: str, alpha: float) -> None:
     r = simulate_coverage(method, design, alpha, N, RUNS, seed=0, sequential=method in stats.ANYTIME_VALID)
-    assert r.coverage >= r.required, (
-        f"{method}/{design}/alpha={alpha}: coverage {r.coverage:.4f} < {r.required:.4f}"
-    )
+    assert r.coverage >= r.required, f"{method}/{design}/alpha={alpha}: coverage {r.coverage:.4f} < {r.required:.4f}"
     assert 0 < r.mean_width < 1
     if method in stats.ANYTIME_VALID:
         # the capital at the true mean never reaches 1/alpha at any t <= n ...

@@ -16,7 +16,11 @@ alpha: 0.05
 perturbation: {sigma: 0.004}
 sampling: {design: batched, bound: betting, draws: 6, batch_size: 12}
 tasks:
-  - {name: capitals, source: "builtin:capitals", oracle: {type: contains}, limit: 12, require: {min_p_lower: 0.2}}
+  - name: capitals
+    source: "builtin:capitals"
+    oracle: {type: contains}
+    limit: 12
+    require: {min_p_lower: 0.2}
   - {name: choice, source: "builtin:choice", oracle: {type: choice}, limit: 12}
 """
 

@@ -157,10 +157,7 @@ def test_rounds_to_the_audited_dtype(tmp_path):
     shift(model, names, 1e-3)
     after = dict(model.named_parameters())
     expected = math.sqrt(
-        sum(
-            float(((after[n].detach().bfloat16().double() - before[n].bfloat16().double()) ** 2).sum())
-            for n in names
-        )
+        sum(float(((after[n].detach().bfloat16().double() - before[n].bfloat16().double()) ** 2).sum()) for n in names)
     )
     assert gate_checkpoint(cert, save(model, tmp_path / "cand"), base).delta.norm == pytest.approx(expected)
 
@@ -184,9 +181,7 @@ def test_base_digest_mismatch_is_an_error(setup, tmp_path):
 
 def test_input_embedding_certificate_cannot_gate_weights(setup, tmp_path):
     model, base, cert, _ = setup
-    cert = cert.model_copy(
-        update={"perturbation": cert.perturbation.model_copy(update={"space": "input-embeddings"})}
-    )
+    cert = cert.model_copy(update={"perturbation": cert.perturbation.model_copy(update={"space": "input-embeddings"})})
     with pytest.raises(AuditorError, match="input embeddings"):
         gate_checkpoint(cert, save(model, tmp_path / "cand"), base)
 
@@ -215,9 +210,7 @@ BAD = {
         "model.norm.weight",
     ),
     "nan perturbed": (
-        lambda c: _edit(
-            c, lambda t: t["model.layers.0.self_attn.q_proj.weight"].__setitem__((0, 0), float("nan"))
-        ),
+        lambda c: _edit(c, lambda t: t["model.layers.0.self_attn.q_proj.weight"].__setitem__((0, 0), float("nan"))),
         "q_proj",
     ),
     "inf outside": (

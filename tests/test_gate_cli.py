@@ -74,9 +74,7 @@ def test_not_certified_and_not_certifiable_exit_1(world, capsys):
     code, text = run(["gate", str(cert_path), "--candidate", str(far), "--out", str(tmp / "r1.json")], capsys)
     assert code == 1 and "NOT CERTIFIED" in text and "--recertify" in text
     outside = candidate(model, tmp / "outside", 1e-6, param="model.norm.weight")
-    code, text = run(
-        ["gate", str(cert_path), "--candidate", str(outside), "--out", str(tmp / "r2.json")], capsys
-    )
+    code, text = run(["gate", str(cert_path), "--candidate", str(outside), "--out", str(tmp / "r2.json")], capsys)
     assert code == 1 and "NOT CERTIFIABLE" in text and "model.norm.weight" in text
 
 
@@ -115,6 +113,12 @@ def test_signed_report_verifies(world, capsys):
     assert {s["name"] for s in statement["subject"]} >= {"model.safetensors", "config.json"}
 
 
+def _run(cert, files):
+    from auditor.audit import AuditRun
+
+    return AuditRun(cert, files, 1.0, 0.1, 0.8, cert.sampling.draws_used, 0)
+
+
 def test_recertify_reports_both_verdicts(world, capsys, monkeypatch):
     import auditor.audit
 
@@ -126,9 +130,8 @@ def test_recertify_reports_both_verdicts(world, capsys, monkeypatch):
         from factories import make_certificate
 
         seen.update(policy=loaded.text, model=model, sequential=sequential)
-        return make_certificate(model_dir=Path(model), p_lower=0.9), {
-            "certificate": out_dir / "certificate.json"
-        }
+        cert = make_certificate(model_dir=Path(model), p_lower=0.9)
+        return _run(cert, {"certificate": out_dir / "certificate.json"})
 
     monkeypatch.setattr(auditor.audit, "certify", fake_certify)
     out = tmp / "gate.json"
@@ -175,7 +178,7 @@ def test_recertify_an_adapter_merges_it_first(world, capsys, monkeypatch):
         from auditor.checkpoint import weight_files
 
         seen["files"] = [f.name for f in weight_files(Path(model))]
-        return make_certificate(model_dir=Path(model), p_lower=0.3).model_copy(update={"verdict": "fail"}), {}
+        return _run(make_certificate(model_dir=Path(model), p_lower=0.3).model_copy(update={"verdict": "fail"}), {})
 
     monkeypatch.setattr(auditor.audit, "certify", fake_certify)
     code, text = run(
@@ -201,9 +204,7 @@ def test_recertify_an_adapter_merges_it_first(world, capsys, monkeypatch):
 
 def test_tokens_cli_exit_codes(world, capsys):
     model, base, cert_path, tmp = world
-    code, text = run(
-        ["tokens", str(cert_path), "--substitute", "#5=#5", "--out", str(tmp / "t0.json")], capsys
-    )
+    code, text = run(["tokens", str(cert_path), "--substitute", "#5=#5", "--out", str(tmp / "t0.json")], capsys)
     assert code == 0 and "HEURISTIC" in text
     assert json.loads((tmp / "t0.json").read_text())["delta_norm"] == 0.0
     code, text = run(

@@ -36,9 +36,7 @@ def cert_for(model, path: Path, names: list[str]):
     )
 
 
-def make_adapter(
-    model, out: Path, seed: int = 1, randomise: bool = True, **config
-) -> dict[str, torch.Tensor]:
+def make_adapter(model, out: Path, seed: int = 1, randomise: bool = True, **config) -> dict[str, torch.Tensor]:
     """Save a real peft adapter (its zero factor randomised); return peft's dense merge deltas."""
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     pm = peft.get_peft_model(model, peft.LoraConfig(**config))
@@ -100,9 +98,7 @@ def test_rslora_patterns_embedding_and_modules_to_save_match_peft_merge(tmp_path
         alpha_pattern={"v_proj": 3},
     )
     result = gate_lora(cert, tmp_path / "adapter", base)
-    assert (
-        float(deltas["model.embed_tokens.weight"].norm()) > 0 and float(deltas["lm_head.weight"].norm()) > 0
-    )
+    assert float(deltas["model.embed_tokens.weight"].norm()) > 0 and float(deltas["lm_head.weight"].norm()) > 0
     assert result.delta.norm == pytest.approx(dense_norm(deltas), rel=1e-6)
     modules = result.details["adapter"]["modules"]
     assert modules["model.layers.1.self_attn.q_proj.weight"] == {

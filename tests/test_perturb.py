@@ -31,7 +31,7 @@ def test_a_draw_regenerates_alone_in_a_fresh_process_state():
         pa.restore()
     pa.apply(4)
     pb.apply(4)  # no earlier draws on this one
-    for (n, x), (_, y) in zip(a.named_parameters(), b.named_parameters()):
+    for (n, x), (_, y) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         assert torch.equal(x, y), n
 
 

@@ -166,11 +166,7 @@ def test_pdf_is_a4_and_rasterises(unsigned_html, tmp_path):
     assert box == pytest.approx([0, 0, 595.28, 841.89], abs=0.1)  # A4 in points
     if shutil.which("pdftoppm") is None or shutil.which("pdftotext") is None:
         pytest.skip("poppler-utils (pdftoppm/pdftotext) not installed: `apt-get install poppler-utils`")
-    subprocess.run(
-        ["pdftoppm", "-png", "-r", "30", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "page")], check=True
-    )
+    subprocess.run(["pdftoppm", "-png", "-r", "30", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "page")], check=True)
     assert (tmp_path / "page-1.png").stat().st_size > 5000
-    text = subprocess.run(
-        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
-    ).stdout
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     assert "UNSIGNED" in text and "PASS" in text and "0.003366" in text

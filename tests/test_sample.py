@@ -140,7 +140,14 @@ def test_python_api_certifies_an_in_memory_module():
     model = make_model()
     before = {n: p.clone() for n, p in model.named_parameters()}
     cert = certify_model(
-        model, [threshold_task()], sigma=0.05, seed=1, draws=30, alpha=0.05, include=["model.norm.weight"], min_p_lower=0.05
+        model,
+        [threshold_task()],
+        sigma=0.05,
+        seed=1,
+        draws=30,
+        alpha=0.05,
+        include=["model.norm.weight"],
+        min_p_lower=0.05,
     )
     assert cert.verdict == "pass" and cert.model.source == "memory"
     assert "model.norm.weight" in cert.policy.text

@@ -37,9 +37,7 @@ from auditor.signing import (
 def safetensors_bytes(name: str, values: list[float]) -> bytes:
     """A small valid safetensors file (header + little-endian float32 data), built without torch."""
     data = struct.pack(f"<{len(values)}f", *values)
-    header = json.dumps(
-        {name: {"dtype": "F32", "shape": [len(values)], "data_offsets": [0, len(data)]}}
-    ).encode()
+    header = json.dumps({name: {"dtype": "F32", "shape": [len(values)], "data_offsets": [0, len(data)]}}).encode()
     header += b" " * (-len(header) % 8)
     return struct.pack("<Q", len(header)) + header + data
 
@@ -47,9 +45,7 @@ def safetensors_bytes(name: str, values: list[float]) -> bytes:
 def make_model_dir(path: Path) -> Path:
     """A two-shard 'checkpoint': two safetensors files and a config."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / "model-00001-of-00002.safetensors").write_bytes(
-        safetensors_bytes("a.weight", [0.5 * i for i in range(64)])
-    )
+    (path / "model-00001-of-00002.safetensors").write_bytes(safetensors_bytes("a.weight", [0.5 * i for i in range(64)]))
     (path / "model-00002-of-00002.safetensors").write_bytes(
         safetensors_bytes("b.weight", [-0.25 * i for i in range(48)])
     )

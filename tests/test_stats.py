@@ -11,9 +11,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from auditor import stats
 
-CP_CASES = [
-    (k, n) for n in (1, 2, 3, 5, 10, 24, 32, 100, 1000) for k in sorted({0, 1, n // 3, n // 2, n - 1, n})
-]
+CP_CASES = [(k, n) for n in (1, 2, 3, 5, 10, 24, 32, 100, 1000) for k in sorted({0, 1, n // 3, n // 2, n - 1, n})]
 
 
 @pytest.mark.parametrize("alpha", [0.05, 0.01, 0.001])
@@ -89,9 +87,7 @@ def test_hoeffding_formula() -> None:
     eps = math.sqrt(math.log(1 / 0.05) / (2 * 6))
     assert stats.hoeffding_lower(x, 0.05) == pytest.approx(x.mean() - eps, abs=1e-15)
     assert stats.hoeffding_upper(x, 0.05) == pytest.approx(min(1.0, x.mean() + eps), abs=1e-15)
-    assert stats.hoeffding_upper(x, 0.3) == pytest.approx(
-        x.mean() + math.sqrt(math.log(1 / 0.3) / 12), abs=1e-15
-    )
+    assert stats.hoeffding_upper(x, 0.3) == pytest.approx(x.mean() + math.sqrt(math.log(1 / 0.3) / 12), abs=1e-15)
     assert stats.hoeffding_lower(np.zeros(3), 0.05) == 0.0  # clipped
     assert stats.hoeffding_upper(np.ones(3), 0.05) == 1.0
 
@@ -115,11 +111,7 @@ def test_bounds_bracket_the_sample_mean(seed: int, alpha: float) -> None:
         lo, hi = stats.lower_bound(method, x, alpha), stats.upper_bound(method, x, alpha)
         assert 0.0 <= lo <= x.mean() <= hi <= 1.0, method
     b = (x > 0.5).astype(float)
-    assert (
-        stats.lower_bound("clopper-pearson", b, alpha)
-        <= b.mean()
-        <= stats.upper_bound("clopper-pearson", b, alpha)
-    )
+    assert stats.lower_bound("clopper-pearson", b, alpha) <= b.mean() <= stats.upper_bound("clopper-pearson", b, alpha)
 
 
 def test_betting_tighter_than_hoeffding_on_low_variance() -> None:

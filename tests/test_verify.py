@@ -58,9 +58,7 @@ def sweep(run: dict[str, Path], path: Path, masks: tuple[int, ...] = (0x01, 0x20
         for mask in masks:
             with replaced(path, flip(original, pos, mask)):
                 result = check(run)
-            assert not result.valid, (
-                f"{path.name}: flip {mask:#x} at byte {pos} of {len(original)} not caught"
-            )
+            assert not result.valid, f"{path.name}: flip {mask:#x} at byte {pos} of {len(original)} not caught"
             assert result.reason and "\n" not in result.reason
             caught += 1
     assert check(run).valid  # restored

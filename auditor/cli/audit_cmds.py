@@ -45,13 +45,28 @@ def _verdict_table(cert: Any) -> Any:
     from rich.table import Table
 
     table = Table(title=f"auditor certificate — verdict: {cert.verdict.upper()}", title_justify="left")
-    for col in ("task", "clean S(θ0)", "p̂", "p_lower", f"R(q={cert.tasks[0].target})", "R/σ", "draws", "verdict"):
+    for col in (
+        "task",
+        "clean S(θ0)",
+        "p̂",
+        "p_lower",
+        f"R(q={cert.tasks[0].target})",
+        "R/σ",
+        "draws",
+        "verdict",
+    ):
         table.add_column(col, justify="right" if col not in ("task", "verdict") else "left")
     colour = {"pass": "green", "fail": "red", "inconclusive": "yellow"}
     for t in cert.tasks:
         table.add_row(
-            t.name, f"{t.clean_score:.3f}", f"{t.p_hat:.3f}", f"{t.p_lower:.3f}", f"{t.radius:.3g}",
-            f"{t.radius_over_sigma:.2f}", str(t.draws), f"[{colour[t.verdict]}]{t.verdict}[/]",
+            t.name,
+            f"{t.clean_score:.3f}",
+            f"{t.p_hat:.3f}",
+            f"{t.p_lower:.3f}",
+            f"{t.radius:.3g}",
+            f"{t.radius_over_sigma:.2f}",
+            str(t.draws),
+            f"[{colour[t.verdict]}]{t.verdict}[/]",
         )
     return table
 
@@ -60,18 +75,53 @@ def _verdict_table(cert: Any) -> Any:
 @click.argument("policy", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--model", "model", help="Audit this model instead of the policy's (built-in name or HF directory).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
-@click.option("--reports", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
-              show_default=True, help="Where run folders go.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run (its --out, or the newest run of this policy).")
+@click.option(
+    "--reports",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reports"),
+    show_default=True,
+    help="Where run folders go.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted run (its --out, or the newest run of this policy).",
+)
 @click.option("--sequential", is_flag=True, help="Stop as soon as every task is decided (betting bound only).")
-@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), envvar="AUDITOR_SIGNING_KEY",
-              help="Ed25519 private key to sign with (or env AUDITOR_SIGNING_KEY); unsigned otherwise.")
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="AUDITOR_SIGNING_KEY",
+    help="Ed25519 private key to sign with (or env AUDITOR_SIGNING_KEY); unsigned otherwise.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    envvar="AUDITOR_THREADS",
+    help="CPU threads for torch (env AUDITOR_THREADS). On a shared machine 1 avoids oversubscription.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def certify(policy: Path | None, model: str | None, out_dir: Path | None, reports: Path, resume: bool,
-            sequential: bool, key: Path | None, no_progress: bool) -> int:
+def certify(
+    policy: Path | None,
+    model: str | None,
+    out_dir: Path | None,
+    reports: Path,
+    resume: bool,
+    sequential: bool,
+    key: Path | None,
+    threads: int | None,
+    no_progress: bool,
+) -> int:
     """Audit a model under a policy (default: the built-in SmolLM2 with policies/default.yaml)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from auditor.audit import certify as run_certify
     from auditor.policy import load_policy
@@ -80,11 +130,21 @@ def certify(policy: Path | None, model: str | None, out_dir: Path | None, report
     console = Console(stderr=True)
     loaded = load_policy(policy)
     key = resolve_key(key)  # a bad key fails now, not after the audit
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     _quiet_libraries()
     progress = Progress(
-        TextColumn("[bold]draws"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[scores]}"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console, disable=no_progress,
+        TextColumn("[bold]draws"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[scores]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=no_progress,
     )
     bar: dict[str, Any] = {}
 
@@ -97,8 +157,17 @@ def certify(policy: Path | None, model: str | None, out_dir: Path | None, report
         progress.update(bar["id"], advance=1, scores="  ".join(f"{k} {v:.2f}" for k, v in means.items()))
 
     with progress:
-        run = run_certify(loaded, model=model, out_dir=out_dir, reports=reports, resume=resume,
-                          sequential=sequential, key=key, on_start=on_start, on_draw=on_draw)
+        run = run_certify(
+            loaded,
+            model=model,
+            out_dir=out_dir,
+            reports=reports,
+            resume=resume,
+            sequential=sequential,
+            key=key,
+            on_start=on_start,
+            on_draw=on_draw,
+        )
     cert = run.certificate
     out = Console()
     out.print(_verdict_table(cert))
@@ -109,12 +178,11 @@ def certify(policy: Path | None, model: str | None, out_dir: Path | None, report
         f"(one draw has norm σ√d ≈ {cert.perturbation.typical_noise_norm:.3g}; radii are L2 distances of order σ). "
         f"The guarantee is on the smoothed score E_ε S(θ+ε), not the raw score."
     )
-    evaluate = max(run.seconds_total - run.seconds_noise - run.seconds_eval, 0.0)
+    other = max(run.seconds_total - run.seconds_noise - run.seconds_eval, 0.0)
     out.print(
-        f"{run.draws_used} draws ({run.resumed_draws} resumed) in {run.seconds_total:.1f} s: noise {run.seconds_noise:.1f} s, "
-        f"evaluation {run.seconds_eval:.1f} s, setup/clean/report {evaluate:.1f} s"
+        f"{run.draws_used} draws ({run.resumed_draws} resumed) in {run.seconds_total:.1f} s: "
+        f"noise {run.seconds_noise:.1f} s, evaluation {run.seconds_eval:.1f} s, setup/clean/report {other:.1f} s"
     )
     for kind, path in run.files.items():
         out.print(f"{kind}: {path}")
     return EXIT_PASS if cert.verdict == "pass" else EXIT_FAIL
-

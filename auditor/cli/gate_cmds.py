@@ -22,10 +22,8 @@ def _signer(key: Path | None) -> Any:
     """The Ed25519 signer for `key` (a file, or the directory `auditor keygen` wrote), or None."""
     if key is None:
         return None
-    try:
-        from auditor import signing
-    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installed modules
-        raise AuditorError("signing is not available in this installation (auditor.signing missing)") from exc
+    from auditor import signing
+
     path = key.expanduser()
     path = path / signing.SIGNING_KEY if path.is_dir() else path
     if not path.is_file():
@@ -33,9 +31,7 @@ def _signer(key: Path | None) -> Any:
     return signing.load_signer(path)
 
 
-def write_report(
-    report: dict[str, Any], out: Path, signer: Any, subjects: list[dict[str, Any]]
-) -> list[Path]:
+def write_report(report: dict[str, Any], out: Path, signer: Any, subjects: list[dict[str, Any]]) -> list[Path]:
     """Canonical JSON report; with a signer also an in-toto statement in a DSSE envelope next to it."""
     from auditor.certificate import canonical_json
 
@@ -69,9 +65,7 @@ def _gate_summary(result: Any, console: Any) -> None:
     p, norm = result.cert.perturbation, result.delta.norm
     colour = {"pass": "green", "not certified": "yellow", "not certifiable": "red"}[result.verdict]
     head = Table.grid(padding=(0, 2))
-    head.add_row(
-        "certificate", f"{result.cert.run_id} ({result.cert.model.name}, {len(p.parameters)} tensors)"
-    )
+    head.add_row("certificate", f"{result.cert.run_id} ({result.cert.model.name}, {len(p.parameters)} tensors)")
     checked = f"sha256 of {len(result.base_files)} file(s) matches the certificate"
     head.add_row("base", f"{result.base} ({checked})" if result.base else "not given")
     head.add_row("candidate", f"{result.candidate} ({result.kind})")
@@ -95,20 +89,21 @@ def _gate_summary(result: Any, console: Any) -> None:
             f"{t.bound:.4f}",
             mark,
         )
-    console.print(
-        Panel(head, title=f"auditor gate — [{colour}]{result.verdict.upper()}[/]", title_align="left")
-    )
+    console.print(Panel(head, title=f"auditor gate — [{colour}]{result.verdict.upper()}[/]", title_align="left"))
     console.print(tasks)
     for r in result.reasons[: len(result.reasons) - len(result.tasks)]:
         console.print(f"[red]✗[/] {r}")
     for n in result.notes:
         console.print(f"[dim]note: {n}[/]")
     if result.verdict == "not certified":
-        console.print("Outside the certified radius means 'not certified', not 'unsafe'. Next step: certify "
-                      "the candidate itself (--recertify).")
+        console.print(
+            "Outside the certified radius means 'not certified', not 'unsafe'. Next step: certify "
+            "the candidate itself (--recertify)."
+        )
     elif result.verdict == "not certifiable":
-        console.print("The certificate does not cover these changes. Next step: certify the candidate itself "
-                      "(--recertify).")
+        console.print(
+            "The certificate does not cover these changes. Next step: certify the candidate itself (--recertify)."
+        )
     console.print(
         f"[dim]digests {result.timings['digests_s']:.2f}s, ||Delta|| {result.timings['delta_s']:.2f}s "
         f"({result.delta.bytes_read / 1e9:.2f} GB read). Bounds hold for the smoothed score only.[/]"
@@ -137,15 +132,14 @@ def _recertify(
         model_dir = merge_adapter(base, result.candidate, out_dir / "merged-candidate")
     console.print(f"recertifying {model_dir} under the certificate's policy (sequential) …")
     run = audit.certify(loaded, model=str(model_dir), out_dir=out_dir, sequential=True)
-    new_cert, files = run if isinstance(run, tuple) else (run.certificate, run.files)
+    new_cert, files = run.certificate, run.files
     return {
         "verdict": new_cert.verdict,
         "run_id": new_cert.run_id,
         "reasons": list(new_cert.reasons),
         "files": {k: str(v) for k, v in files.items()},
         "tasks": [
-            {"name": t.name, "p_lower": t.p_lower, "radius": t.radius, "verdict": t.verdict}
-            for t in new_cert.tasks
+            {"name": t.name, "p_lower": t.p_lower, "radius": t.radius, "verdict": t.verdict} for t in new_cert.tasks
         ],
     }
 
@@ -174,9 +168,7 @@ def _recertify(
     envvar="AUDITOR_SIGNING_KEY",
     help="Ed25519 key (or keygen directory) to sign the report; unsigned otherwise.",
 )
-@click.option(
-    "--recertify", is_flag=True, help="Also certify the candidate itself under the certificate's policy."
-)
+@click.option("--recertify", is_flag=True, help="Also certify the candidate itself under the certificate's policy.")
 @click.option(
     "--recertify-out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -222,9 +214,7 @@ def gate(
         run_dir = recertify_out or Path("reports") / f"recertify-{_stamp()}"
         report["recertification"] = _recertify(cert, certificate, result, base, run_dir, console)
         verdict = report["recertification"]["verdict"]
-        console.print(
-            f"gate: [bold]{result.verdict}[/]; recertification of the candidate: [bold]{verdict}[/]"
-        )
+        console.print(f"gate: [bold]{result.verdict}[/]; recertification of the candidate: [bold]{verdict}[/]")
         code = EXIT_PASS if result.passed or verdict == "pass" else EXIT_FAIL
     subjects = [{"name": f.path, "digest": {"sha256": f.sha256}} for f in result.candidate_files]
     written = write_report(report, out or Path("reports") / f"gate-{_stamp()}.json", signer, subjects)

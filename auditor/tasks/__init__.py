@@ -83,9 +83,7 @@ def _check_fit(spec: TaskSpec, examples: list[Example]) -> None:
     for k, ex in enumerate(examples):
         if kind == "choice":
             if not ex.choices or len(ex.choices) < 2:
-                raise TaskError(
-                    f"task '{spec.name}': oracle 'choice' needs choices; {_where(spec, ex, k)} has none"
-                )
+                raise TaskError(f"task '{spec.name}': oracle 'choice' needs choices; {_where(spec, ex, k)} has none")
             if ex.answer is None or ex.answer not in ex.choices:
                 raise TaskError(
                     f"task '{spec.name}': oracle 'choice' needs the answer to be one of the choices; "
@@ -94,8 +92,7 @@ def _check_fit(spec: TaskSpec, examples: list[Example]) -> None:
         elif kind in ("exact", "contains", "numeric"):
             if ex.answer is None or not str(ex.answer).strip():
                 raise TaskError(
-                    f"task '{spec.name}': oracle '{kind}' needs a reference answer; "
-                    f"{_where(spec, ex, k)} has none"
+                    f"task '{spec.name}': oracle '{kind}' needs a reference answer; {_where(spec, ex, k)} has none"
                 )
             if kind == "numeric" and reference_number(ex.answer) is None:
                 raise TaskError(

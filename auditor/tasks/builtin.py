@@ -112,9 +112,7 @@ def arithmetic(n: int = 24, seed: int = ARITHMETIC_SEED) -> list[Example]:
     rng = random.Random(seed)  # fixed seed: the same items on every machine and Python version
     shots = {(2, 3), (4, 4), (6, 7)}
     pairs = [(a, b) for a in range(1, 10) for b in range(1, 10) if (a, b) not in shots]
-    return [
-        Example(prompt=f"{ARITHMETIC_SHOTS}{a} + {b} =", answer=str(a + b)) for a, b in rng.sample(pairs, n)
-    ]
+    return [Example(prompt=f"{ARITHMETIC_SHOTS}{a} + {b} =", answer=str(a + b)) for a, b in rng.sample(pairs, n)]
 
 
 def choice() -> list[Example]:

@@ -59,9 +59,7 @@ class ChoiceTask:
             for text, ex in zip(enc.texts, self.examples, strict=True):
                 row = []
                 for choice in ex.choices or ():
-                    ids = list(
-                        tokenizer(continuation_text(text, choice), add_special_tokens=False)["input_ids"]
-                    )
+                    ids = list(tokenizer(continuation_text(text, choice), add_special_tokens=False)["input_ids"])
                     if not ids:
                         raise TaskError(f"task '{self.name}': choice {choice!r} encodes to no tokens")
                     row.append(ids)
@@ -69,9 +67,7 @@ class ChoiceTask:
             self._encoded = (tokenizer, enc, conts)
         return self._encoded[1], self._encoded[2]
 
-    def loglikelihoods(
-        self, model: Any, tokenizer: Any, indices: Sequence[int], batch_size: int
-    ) -> list[np.ndarray]:
+    def loglikelihoods(self, model: Any, tokenizer: Any, indices: Sequence[int], batch_size: int) -> list[np.ndarray]:
         """Summed log-probability of every choice of every indexed example (float64 arrays)."""
         enc, conts = self.encoded(tokenizer)
         out: list[np.ndarray] = []

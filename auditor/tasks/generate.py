@@ -75,9 +75,7 @@ def generate_answers(
             suffixes = [enc.ids[i][p:] for i in chunk]
             width = max(len(s) for s in suffixes)
             # [prefix][left padding][suffix]: every row ends where generation starts
-            ids = [
-                enc.ids[i][:p] + [pad] * (width - len(s)) + s for i, s in zip(chunk, suffixes, strict=True)
-            ]
+            ids = [enc.ids[i][:p] + [pad] * (width - len(s)) + s for i, s in zip(chunk, suffixes, strict=True)]
             mask = [[1] * p + [0] * (width - len(s)) + [1] * len(s) for s in suffixes]
             kwargs: dict[str, Any] = {}
             if shared is not None:

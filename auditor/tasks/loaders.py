@@ -118,9 +118,7 @@ def _text(path: Path, line: int, row: dict[str, Any], key: str, ours: str, requi
     return value
 
 
-def _generic_example(
-    path: Path, line: int, row: dict[str, Any], keys: dict[str, str], explicit: set[str]
-) -> Example:
+def _generic_example(path: Path, line: int, row: dict[str, Any], keys: dict[str, str], explicit: set[str]) -> Example:
     prompt = _text(path, line, row, keys["prompt"], "prompt", required=True)
     if not isinstance(prompt, str):
         raise TaskError(f"{path}: line {line}: field '{keys['prompt']}' (prompt) must be text")

@@ -16,14 +16,10 @@ ORACLES = {"capitals": "contains", "arithmetic": "numeric", "choice": "choice", 
 
 
 def make(name: str, **kw):
-    return build_task(
-        TaskSpec(name=name, source=f"builtin:{name}", oracle={"type": ORACLES[name]}, **kw), Path(".")
-    )
+    return build_task(TaskSpec(name=name, source=f"builtin:{name}", oracle={"type": ORACLES[name]}, **kw), Path("."))
 
 
-@pytest.mark.parametrize(
-    ("name", "size"), [("capitals", 24), ("arithmetic", 24), ("choice", 24), ("refusal", 16)]
-)
+@pytest.mark.parametrize(("name", "size"), [("capitals", 24), ("arithmetic", 24), ("choice", 24), ("refusal", 16)])
 def test_builtins_are_deterministic(name, size):
     a, b = make(name), make(name)
     assert len(a.examples) == size
@@ -70,9 +66,7 @@ def test_refusal_items_have_no_reference():
 def test_builtin_defaults_apply_unless_the_policy_sets_the_field():
     assert make("capitals").max_new_tokens == 8
     assert make("capitals", max_new_tokens=3).max_new_tokens == 3
-    assert (
-        make("capitals", max_new_tokens=16).max_new_tokens == 16
-    )  # equal to the schema default, still explicit
+    assert make("capitals", max_new_tokens=16).max_new_tokens == 16  # equal to the schema default, still explicit
     assert make("arithmetic").format.chat is False
     assert make("arithmetic", chat=True).format.chat is True
     assert make("capitals").format.chat is True
@@ -105,9 +99,7 @@ def test_a_source_that_is_neither_builtin_nor_file_is_an_error():
 def test_template_must_hold_the_prompt_placeholder():
     with pytest.raises(TaskError, match=r"task 't': template must contain"):
         build_task(
-            TaskSpec(
-                name="t", source="builtin:capitals", oracle={"type": "contains"}, template="Q: {question}"
-            ),
+            TaskSpec(name="t", source="builtin:capitals", oracle={"type": "contains"}, template="Q: {question}"),
             Path("."),
         )
 

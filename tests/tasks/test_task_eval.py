@@ -41,9 +41,7 @@ def lively_model(tiny_model):
 
 def generation_task(n: int = 10, chat: bool = True, max_new_tokens: int = 6) -> GenerationTask:
     # different lengths, so batches need padding; a shared start, so the prefix cache is used
-    examples = [
-        Example(prompt=f"What is the capital of {'France ' * (i % 4)}{i}?", answer="Paris") for i in range(n)
-    ]
+    examples = [Example(prompt=f"What is the capital of {'France ' * (i % 4)}{i}?", answer="Paris") for i in range(n)]
     return GenerationTask("gen", examples, score_contains, PromptFormat(chat=chat), max_new_tokens)
 
 
@@ -73,9 +71,7 @@ def test_generation_is_deterministic_for_a_fixed_layout(lively_model, tiny_token
 
 @pytest.mark.parametrize("chat", [True, False])
 @pytest.mark.parametrize("shared_prefix", [True, False])
-def test_batched_generation_matches_unbatched_greedy(
-    lively_model, tiny_tokenizer, monkeypatch, chat, shared_prefix
-):
+def test_batched_generation_matches_unbatched_greedy(lively_model, tiny_tokenizer, monkeypatch, chat, shared_prefix):
     task = generation_task(chat=chat)
     if not shared_prefix:
         monkeypatch.setattr(generate_mod, "prefix_cache", lambda model, enc: None)
@@ -125,9 +121,7 @@ def test_model_sampling_settings_do_not_leak_into_greedy_decoding(lively_model, 
 
 def test_prompt_format_uses_the_chat_template_and_system(tiny_tokenizer):
     ex = Example(prompt="hi {x}")
-    text, special = PromptFormat(template="Q: {prompt}", chat=True, system="be brief").text(
-        ex, tiny_tokenizer
-    )
+    text, special = PromptFormat(template="Q: {prompt}", chat=True, system="be brief").text(ex, tiny_tokenizer)
     assert text == "<|system|>be brief\n<|user|>Q: hi {x}\n<|assistant|>" and special is False
     text, special = PromptFormat(template="Q: {prompt}\nA:", chat=False).text(ex, tiny_tokenizer)
     assert text == "Q: hi {x}\nA:" and special is True
@@ -151,9 +145,7 @@ def reference_loglik(model, tokenizer, fmt: PromptFormat, ex: Example) -> list[f
     ctx = tokenizer(text, add_special_tokens=special)["input_ids"]
     out = []
     for choice in ex.choices or ():
-        cont = tokenizer(choice if text[-1].isspace() else " " + choice, add_special_tokens=False)[
-            "input_ids"
-        ]
+        cont = tokenizer(choice if text[-1].isspace() else " " + choice, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
             logp = model(torch.tensor([ctx + cont])).logits[0].log_softmax(-1)
         out.append(sum(float(logp[len(ctx) - 1 + j, t]) for j, t in enumerate(cont)))
@@ -163,9 +155,7 @@ def reference_loglik(model, tokenizer, fmt: PromptFormat, ex: Example) -> list[f
 @pytest.mark.parametrize("chat", [True, False])
 @pytest.mark.parametrize("batch_size", [1, 2, 5])
 @pytest.mark.parametrize("path", ["cached", "plain"])
-def test_choice_matches_a_per_example_reference(
-    tiny_model, tiny_tokenizer, monkeypatch, chat, batch_size, path
-):
+def test_choice_matches_a_per_example_reference(tiny_model, tiny_tokenizer, monkeypatch, chat, batch_size, path):
     if path == "plain":  # a model that cannot take explicit positions gets full right-padded rows
         monkeypatch.setattr(choice_mod, "cache_kwarg", lambda model: None)
     fmt = PromptFormat(chat=chat)
@@ -177,19 +167,14 @@ def test_choice_matches_a_per_example_reference(
         np.testing.assert_allclose(scores, want, rtol=0, atol=2e-4)
     picks = task.evaluate(tiny_model, tiny_tokenizer, idx, batch_size)
     expected = [
-        int(
-            np.argmax(reference_loglik(tiny_model, tiny_tokenizer, fmt, CHOICE_EXAMPLES[i]))
-            == task.targets[i]
-        )
+        int(np.argmax(reference_loglik(tiny_model, tiny_tokenizer, fmt, CHOICE_EXAMPLES[i])) == task.targets[i])
         for i in idx
     ]
     assert picks.tolist() == expected
 
 
 def test_choice_with_single_token_choices_only(tiny_model, tiny_tokenizer):
-    examples = [
-        Example(prompt=f"What is {k} + 1?", answer=str(k + 1), choices=tuple("0123456789")) for k in range(5)
-    ]
+    examples = [Example(prompt=f"What is {k} + 1?", answer=str(k + 1), choices=tuple("0123456789")) for k in range(5)]
     fmt = PromptFormat(chat=False)
     task = ChoiceTask("digits", examples, fmt)
     got = task.loglikelihoods(tiny_model, tiny_tokenizer, range(5), 2)
