@@ -61,6 +61,16 @@ def pass_threshold(policy: Policy, name: str) -> float | None:
     return max(needs) if needs else None
 
 
+def _display_path(path: Path | None) -> str | None:
+    """The policy path as the user would type it: relative to the working directory when inside it."""
+    if path is None:
+        return None
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _versions() -> dict[str, str]:
     import scipy
     import torch
@@ -211,7 +221,7 @@ def run_audit(
         started=started.isoformat(timespec="seconds"),
         finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         model=identity,
-        policy=PolicyRecord(path=str(loaded.path) if loaded.path else None, sha256=loaded.sha256, text=loaded.text),
+        policy=PolicyRecord(path=_display_path(loaded.path), sha256=loaded.sha256, text=loaded.text),
         seed=policy.seed,
         perturbation=PerturbationRecord(
             space=pert.space,

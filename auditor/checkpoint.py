@@ -142,6 +142,13 @@ def _convert_gguf(src: Path, gguf_file: str, dest: Path) -> None:
     tmp.rename(dest)  # atomic: a half-written cache is never picked up
 
 
+def model_source_dir(source: str) -> Path:
+    """The directory behind a certificate's `model.source` ('builtin:NAME' or a directory)."""
+    if source.startswith("builtin:") and source.removeprefix("builtin:") in BUILTIN_MODELS:
+        return builtin_model_dir(source.removeprefix("builtin:"))
+    return Path(source)
+
+
 def resolve_model_path(model: str, base_dir: Path | None = None) -> tuple[str, Path]:
     """Map a policy's `model` (built-in name or directory) to (display name, directory)."""
     if model in BUILTIN_MODELS:
@@ -159,7 +166,8 @@ def model_identity(name: str, root: Path, dtype: str, n_parameters: int) -> Mode
     files = directory_digests(root)
     return ModelIdentity(
         name=name,
-        source=str(root),
+        # a built-in is named, not located: its cache path is this machine's business
+        source=f"builtin:{name}" if name in BUILTIN_MODELS else str(root),
         files=files,
         root_digest=root_digest(files),
         dtype=dtype,

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from auditor.checkpoint import model_source_dir
 from auditor.cli import cli
 from auditor.errors import EXIT_FAIL, EXIT_PASS, AuditorError
 
@@ -196,8 +197,8 @@ def gate(
     console = Console()
     cert = read_certificate(certificate)
     signer = _signer(key)  # a bad key fails before any hashing
-    if base is None and Path(cert.model.source).is_dir():
-        base = Path(cert.model.source)
+    if base is None and model_source_dir(cert.model.source).is_dir():
+        base = model_source_dir(cert.model.source)
     candidate = Path(candidate)
     if (candidate / "adapter_config.json").exists():
         from auditor.lora import gate_lora
@@ -272,7 +273,7 @@ def tokens(
     if candidates is not None and k is None:
         raise click.UsageError("--candidates goes with --k")
     cert = read_certificate(certificate)
-    base = base or Path(cert.model.source)
+    base = base or model_source_dir(cert.model.source)
     result = token_bound(cert, base, list(subs), k=k, candidates=candidates, embedding=embedding)
     result.print(Console())
     out = out or Path("reports") / f"tokens-{_stamp()}.json"
