@@ -21,22 +21,24 @@ import numpy as np
 from auditor.certificate import Certificate, FileDigest
 from auditor.errors import AuditorError, CheckpointError
 from auditor.gate import (
-    CHUNK_BYTES,
     EMBED_SUFFIXES,
-    DeltaStats,
     GateResult,
-    TensorRef,
-    as_floats,
     candidate_files,
     hash_base_and_candidate,
     judge,
-    model_index,
     outside_blocker,
     read_config,
     refuse_pickles,
+    tied_aliases,
+)
+from auditor.tensor_stream import (
+    CHUNK_BYTES,
+    DeltaStats,
+    TensorRef,
+    as_floats,
+    model_index,
     safetensors_refs,
     stream_delta,
-    tied_aliases,
 )
 
 PREFIX = "base_model.model."

@@ -21,16 +21,8 @@ import numpy as np
 
 from auditor.certificate import Certificate
 from auditor.errors import AuditorError, CheckpointError
-from auditor.gate import (
-    EMBED_SUFFIXES,
-    MODEL_DTYPES,
-    TensorRef,
-    as_floats,
-    hash_base_and_candidate,
-    model_index,
-    read_config,
-    tied_aliases,
-)
+from auditor.gate import EMBED_SUFFIXES, hash_base_and_candidate, read_config, tied_aliases
+from auditor.tensor_stream import MODEL_DTYPES, TensorRef, as_floats, model_index
 
 
 @dataclass

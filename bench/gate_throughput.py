@@ -204,8 +204,9 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="Write reports/gate_throughput.md.")
     args = ap.parse_args()
 
-    from auditor.gate import _jobs, _stream, gate_checkpoint, model_index, stream_delta
+    from auditor.gate import gate_checkpoint
     from auditor.lora import lora_delta, read_adapter
+    from auditor.tensor_stream import _jobs, _stream, model_index, stream_delta
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         t0 = time.perf_counter()

@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 
 from auditor import bounds
 from auditor.errors import AuditorError, CheckpointError
-from auditor.gate import as_floats, gate_checkpoint
+from auditor.gate import gate_checkpoint
+from auditor.tensor_stream import as_floats
 
 ATTN = ("self_attn.q_proj", "self_attn.v_proj")
 
