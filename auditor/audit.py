@@ -23,6 +23,7 @@ from auditor.certificate import (
     SamplingRecord,
     TaskResult,
     ToolRecord,
+    Verdict,
 )
 from auditor.perturb import EmbeddingNoise, Perturber, derive_seed
 from auditor.policy import LoadedPolicy, Policy, parse_policy
@@ -109,7 +110,8 @@ def _task_result(task: Task, policy: Policy, sample: SampleResult, clean: float,
         )
     radius = float(bounds.certified_radius(lo, q, sigma))
     curve = bounds.bound_curve(lo, sigma, [sigma * s for s in CURVE_STEPS])
-    reasons, verdict = [], "pass"
+    reasons: list[str] = []
+    verdict: Verdict = "pass"
     decided = sample.decided.get(task.name)
     if spec.require.min_p_lower is not None:
         ok = lo >= spec.require.min_p_lower
@@ -149,7 +151,7 @@ def _task_result(task: Task, policy: Policy, sample: SampleResult, clean: float,
     )
 
 
-def _overall(results: list[TaskResult], policy: Policy) -> tuple[str, list[str]]:
+def _overall(results: list[TaskResult], policy: Policy) -> tuple[Verdict, list[str]]:
     verdicts = {r.verdict for r in results}
     failed = [r.name for r in results if r.verdict == "fail"]
     open_ = [r.name for r in results if r.verdict == "inconclusive"]

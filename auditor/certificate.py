@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from auditor.errors import AuditorError
 
-CERTIFICATE_VERSION = 1
+CERTIFICATE_VERSION: Literal[1] = 1
 Verdict = Literal["pass", "fail", "inconclusive"]
 
 GUARANTEE = (
@@ -139,7 +139,7 @@ class ToolRecord(_Frozen):
 class Certificate(_Frozen):
     """A complete, versioned audit certificate."""
 
-    certificate_version: Literal[1] = CERTIFICATE_VERSION
+    certificate_version: Literal[1] = 1
     run_id: str
     tool: ToolRecord
     started: str

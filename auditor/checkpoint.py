@@ -196,7 +196,7 @@ def load_model(model: str, dtype: str = "float32", device: str = "auto", base_di
         tokenizer = AutoTokenizer.from_pretrained(root)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{root}: cannot load model ({str(exc).splitlines()[0]})") from exc
-    lm.to(pick_device(device)).eval()
+    lm.to(pick_device(device)).eval()  # type: ignore[arg-type]  # transformers wraps .to with a narrower signature
     n_params = sum(p.numel() for p in lm.parameters())
     return LoadedModel(lm, tokenizer, model_identity(name, root, dtype, n_params), root)
 

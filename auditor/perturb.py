@@ -90,9 +90,10 @@ class Perturber:
         # Fresh multi-MB tensors each draw cost page faults that rival the RNG itself: reuse buffers.
         p = self.params[index]
         if self.cache_noise:
-            if self._buffers[index] is None:
-                self._buffers[index] = torch.empty(p.shape, dtype=torch.float32, device=p.device)
-            return self._buffers[index]
+            buf = self._buffers[index]
+            if buf is None:
+                buf = self._buffers[index] = torch.empty(p.shape, dtype=torch.float32, device=p.device)
+            return buf
         key = str(p.device)
         if key not in self._scratch:
             size = max(q.numel() for q in self.params if q.device == p.device)
@@ -102,7 +103,7 @@ class Perturber:
     def _draw_noise(self, draw: int) -> Iterator[torch.Tensor]:
         reuse = self.cache_noise and self._cached_draw == draw
         for j in range(len(self.params)):
-            yield self._buffers[j] if reuse else self.noise(draw, j, out=self._buffer(j))
+            yield self._buffer(j) if reuse else self.noise(draw, j, out=self._buffer(j))
         self._cached_draw = draw if self.cache_noise else None
 
     @torch.no_grad()
