@@ -25,9 +25,10 @@ from auditor.certificate import (
     ToolRecord,
     Verdict,
 )
+from auditor.errors import AuditorError
 from auditor.perturb import EmbeddingNoise, Perturber, derive_seed
 from auditor.policy import LoadedPolicy, Policy, parse_policy
-from auditor.sample import DrawLog, SampleResult, SamplingPlan, clean_scores, run_draws
+from auditor.sample import DrawLog, SampleResult, SamplingPlan, clean_scores, read_header, run_draws
 from auditor.tasks.base import Example, Task
 
 # Points (in units of sigma) at which the certificate tabulates the bound curves.
@@ -337,14 +338,11 @@ def certify_model(
 
 def find_resumable(reports: Path, policy_sha: str) -> Path | None:
     """The newest run folder under `reports` whose draw log was made with this policy."""
-    import json
-
     runs = sorted((p.parent for p in reports.glob("*/draws.jsonl")), key=lambda p: p.stat().st_mtime, reverse=True)
     for run in runs:
         try:
-            with open(run / "draws.jsonl", encoding="utf-8") as f:
-                header = json.loads(f.readline())["header"]
-        except (OSError, ValueError, KeyError):
+            header = read_header(run / "draws.jsonl")
+        except AuditorError:
             continue
         if header.get("policy_sha256") == policy_sha:
             return run
@@ -384,8 +382,6 @@ def certify(
     if out_dir is None and resume:
         out_dir = find_resumable(reports, loaded.sha256)
         if out_dir is None:
-            from auditor.errors import AuditorError
-
             raise AuditorError(f"{reports}: no earlier run of this policy to resume (pass --out RUN_DIR)")
     run_dir = out_dir or reports / f"{started.strftime('%Y%m%d-%H%M%S')}-{lm.identity.name}"
     if on_start is not None:

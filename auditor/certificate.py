@@ -139,7 +139,7 @@ class ToolRecord(_Frozen):
 class Certificate(_Frozen):
     """A complete, versioned audit certificate."""
 
-    certificate_version: Literal[1] = 1
+    certificate_version: Literal[1] = CERTIFICATE_VERSION
     run_id: str
     tool: ToolRecord
     started: str

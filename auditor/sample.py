@@ -77,6 +77,15 @@ def draw_indices(task: Task, plan: SamplingPlan, draw: int) -> list[int]:
     return list(range(n))
 
 
+def read_header(path: Path) -> dict[str, Any]:
+    """The header line of a draw log; AuditorError when the file is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return dict(json.loads(f.readline())["header"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AuditorError(f"{path}: not a draw log (bad header)") from exc
+
+
 class DrawLog:
     """Append-only JSONL: a header that pins the run, then one line per finished draw."""
 
@@ -94,15 +103,11 @@ class DrawLog:
             self._write({"header": header})
 
     def _read(self, header: dict[str, Any]) -> None:
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        try:
-            first = json.loads(lines[0])["header"]
-        except (IndexError, ValueError, KeyError) as exc:
-            raise AuditorError(f"{self.path}: not a draw log (bad header)") from exc
+        first = read_header(self.path)
         if first != header:
             diff = sorted(k for k in set(first) | set(header) if first.get(k) != header.get(k))
             raise AuditorError(f"{self.path}: cannot resume, the run differs in: {', '.join(diff)}")
-        for line in lines[1:]:
+        for line in self.path.read_text(encoding="utf-8").splitlines()[1:]:
             try:
                 rec = json.loads(line)
             except ValueError:
