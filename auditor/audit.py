@@ -104,10 +104,12 @@ def _task_result(task: Task, policy: Policy, sample: SampleResult, clean: float,
         for v in x:
             seq.update(float(v))
         lo, hi = seq.lower, seq.upper
-    else:
+    else:  # a randomised bound (star-bets) takes its u from the certificate's seed, never from the scores
+        rng = np.random.default_rng(derive_seed(policy.seed, task.name, "bound"))
+        u_lo, u_hi = (stats.seeded_u(rng), stats.seeded_u(rng)) if sampling.bound in stats.RANDOMISED else (1.0, 1.0)
         lo, hi = (
-            stats.lower_bound(sampling.bound, x, alpha_task),
-            stats.upper_bound(sampling.bound, x, alpha_task),
+            stats.lower_bound(sampling.bound, x, alpha_task, u_lo),
+            stats.upper_bound(sampling.bound, x, alpha_task, u_hi),
         )
     radius = float(bounds.certified_radius(lo, q, sigma))
     curve = bounds.bound_curve(lo, sigma, [sigma * s for s in CURVE_STEPS])
@@ -372,8 +374,11 @@ def certify(
     from auditor.tasks import build_tasks
 
     t0 = time.perf_counter()
-    if sequential and loaded.policy.sampling.max_draws is None and loaded.policy.sampling.bound in stats.ANYTIME_VALID:
-        sampling = loaded.policy.sampling.model_copy(update={"max_draws": loaded.policy.sampling.draws})
+    seq_bound = stats.sequential_bound(loaded.policy.sampling.bound)
+    if sequential and loaded.policy.sampling.max_draws is None and seq_bound is not None:
+        sampling = loaded.policy.sampling.model_copy(
+            update={"max_draws": loaded.policy.sampling.draws, "bound": seq_bound}
+        )
         loaded = loaded.model_copy(update={"policy": loaded.policy.model_copy(update={"sampling": sampling})})
     policy = loaded.policy
     tasks = build_tasks(loaded)  # bad task specs fail before the (slow) model load

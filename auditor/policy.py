@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -71,8 +71,10 @@ class SamplingSpec(_Strict):
         description="bernoulli: one fresh noise per example (exact CP); batched: one noise per batch of "
         "examples; antithetic: pairs (eps, -eps) whose pair mean is the iid unit.",
     )
-    bound: Literal["clopper-pearson", "hoeffding", "empirical-bernstein", "betting"] = Field(
-        "betting", description="Lower confidence bound on the smoothed score."
+    bound: Literal["star-bets", "betting", "clopper-pearson", "hoeffding", "empirical-bernstein"] = Field(
+        "star-bets",
+        description="Lower confidence bound on the smoothed score: star-bets (fixed-n, the default) or betting "
+        "(anytime-valid, the default when max_draws is set); see README 'Confidence bounds'.",
     )
     draws: int = Field(32, ge=1, description="Number of noise draws (fixed-n audit).")
     max_draws: int | None = Field(
@@ -93,12 +95,20 @@ class SamplingSpec(_Strict):
         "fail", description="Verdict when a sequential audit runs out of draws undecided."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sequential_default_bound(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("max_draws") is not None and "bound" not in data:
+            return {**data, "bound": "betting"}  # stopping on the data needs the anytime-valid bound
+        return data
+
     @model_validator(mode="after")
     def _bound_fits_design(self) -> SamplingSpec:
         if self.bound == "clopper-pearson" and self.design != "bernoulli" and not self.randomised_rounding:
             raise ValueError(
                 "bound: clopper-pearson is exact only for 0/1 outcomes; use design: bernoulli, "
-                "randomised_rounding: true, or a bounded-mean bound (betting, hoeffding, empirical-bernstein)"
+                "randomised_rounding: true, or a bounded-mean bound "
+                "(star-bets, betting, hoeffding, empirical-bernstein)"
             )
         if self.max_draws is not None and self.bound != "betting":
             raise ValueError("max_draws (sequential stopping) needs an anytime-valid bound: bound: betting")

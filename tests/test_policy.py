@@ -23,7 +23,7 @@ def test_default_policy_is_valid():
 
 def test_minimal_policy_gets_defaults():
     p = parse_policy(MINIMAL).policy
-    assert p.alpha == 0.01 and p.sampling.bound == "betting" and p.perturbation.include == ["*"]
+    assert p.alpha == 0.01 and p.sampling.bound == "star-bets" and p.perturbation.include == ["*"]
     assert p.tasks[0].require.min_p_lower is None
 
 
@@ -55,6 +55,10 @@ def test_clopper_pearson_is_refused_for_batched_designs():
 def test_sequential_needs_an_anytime_valid_bound():
     with pytest.raises(PolicyError, match="anytime-valid"):
         parse_policy(MINIMAL + "sampling: {bound: hoeffding, max_draws: 100}\n")
+    with pytest.raises(PolicyError, match="anytime-valid"):
+        parse_policy(MINIMAL + "sampling: {bound: star-bets, max_draws: 100}\n")
+    # a sequential policy that names no bound gets the confidence sequence, not the fixed-n default
+    assert parse_policy(MINIMAL + "sampling: {max_draws: 100}\n").policy.sampling.bound == "betting"
 
 
 def test_duplicate_task_names_and_yaml_errors(tmp_path: Path):

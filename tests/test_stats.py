@@ -63,7 +63,7 @@ def test_clopper_pearson_rejects_bad_inputs(k: int, n: int, alpha: float) -> Non
     [[], [0.5, 1.2], [0.5, -0.1], [0.5, float("nan")], [[0.5, 0.5]]],
     ids=["empty", "above-1", "below-0", "nan", "2-D"],
 )
-@pytest.mark.parametrize("method", ["hoeffding", "empirical-bernstein", "betting"])
+@pytest.mark.parametrize("method", ["hoeffding", "empirical-bernstein", "betting", "star-bets"])
 def test_bounded_mean_bounds_reject_bad_samples(method: str, bad: list[float]) -> None:
     with pytest.raises(ValueError):
         stats.lower_bound(method, np.array(bad), 0.05)
@@ -107,7 +107,7 @@ def test_empirical_bernstein_formula() -> None:
 def test_bounds_bracket_the_sample_mean(seed: int, alpha: float) -> None:
     rng = np.random.default_rng(seed)
     x = rng.beta(2 + seed, 2, size=20 + 30 * seed)
-    for method in ("hoeffding", "empirical-bernstein", "betting"):
+    for method in ("hoeffding", "empirical-bernstein", "betting", "star-bets"):
         lo, hi = stats.lower_bound(method, x, alpha), stats.upper_bound(method, x, alpha)
         assert 0.0 <= lo <= x.mean() <= hi <= 1.0, method
     b = (x > 0.5).astype(float)
@@ -151,13 +151,33 @@ def test_betting_sequence_equals_batch_and_is_monotone(seed: int) -> None:
         lows.append(seq.lower)
         highs.append(seq.upper)
     # the sequential computation (whole grid, updated per draw) and the batch one (bisection) agree
-    assert seq.lower == stats.betting_lower(x, 0.05)
-    assert seq.upper == stats.betting_upper(x, 0.05)
+    assert seq.lower == pytest.approx(stats.betting_lower(x, 0.05), abs=1e-12)
+    assert seq.upper == pytest.approx(stats.betting_upper(x, 0.05), abs=1e-12)
     assert seq.n == x.size and seq.mean == pytest.approx(x.mean())
-    assert np.all(np.diff(lows) >= 0) and np.all(np.diff(highs) <= 0)  # running intersection
-    assert seq.lower <= seq.mean <= seq.upper
-    # and it is the intersection of the prefix bounds
-    assert seq.lower == max(stats.betting_lower(x[:t], 0.05) for t in range(1, x.size + 1))
+    assert seq.lower <= seq.mean <= seq.upper  # what is reported is capped at the mean ...
+    assert all(lo <= hi for lo, hi in zip(lows, highs, strict=True))
+    # ... while the confidence sequence itself is a running intersection of the prefix bounds
+    assert seq.cs_lower == max(_cs_lower(x[:t]) for t in range(1, x.size + 1))
+    assert seq.cs_upper == min(1.0 - _cs_lower(1.0 - x[:t]) for t in range(1, x.size + 1))
+    assert seq.lower == pytest.approx(min(seq.cs_lower, x.mean()), abs=1e-12)
+
+
+def _cs_lower(x: np.ndarray) -> float:
+    from auditor.stats.confseq import betting_cs_lower_rows
+
+    return float(betting_cs_lower_rows(x[None, :], 0.05)[0])
+
+
+def test_betting_report_never_exceeds_the_mean() -> None:
+    # The running intersection can end above the final mean (a good start, then a slump); what is
+    # reported is capped at the mean, on both sides and in the sequence.
+    x = np.concatenate([np.ones(60), np.full(40, 0.2)])
+    assert _cs_lower(x) > x.mean()
+    assert stats.betting_lower(x, 0.05) == pytest.approx(x.mean())
+    seq = stats.BettingSequence(0.05)
+    seq.extend(x)
+    assert seq.cs_lower > seq.mean and seq.lower == pytest.approx(seq.mean)
+    assert stats.betting_upper(1.0 - x, 0.05) == pytest.approx(1.0 - x.mean())
 
 
 def test_betting_lower_is_conservative_on_the_grid() -> None:
@@ -180,9 +200,11 @@ def test_betting_sequence_rejects_bad_scores() -> None:
 
 
 def test_dispatcher() -> None:
-    assert set(stats.BOUNDS) == {"clopper-pearson", "hoeffding", "empirical-bernstein", "betting"}
+    assert set(stats.BOUNDS) == {"clopper-pearson", "hoeffding", "empirical-bernstein", "betting", "star-bets"}
     anytime = set(stats.ANYTIME_VALID)
-    assert anytime == {"betting"}
+    assert anytime == {"betting"} and set(stats.RANDOMISED) == {"star-bets"}
+    assert stats.sequential_bound("star-bets") == "betting" == stats.sequential_bound("betting")
+    assert stats.sequential_bound("hoeffding") is None
     b = np.array([1, 0, 1, 1, 1, 0, 1, 1, 1, 1], dtype=float)
     assert stats.lower_bound("clopper-pearson", b, 0.05) == stats.clopper_pearson_lower(8, 10, 0.05)
     assert stats.upper_bound("clopper-pearson", b, 0.05) == stats.clopper_pearson_upper(8, 10, 0.05)
@@ -191,9 +213,12 @@ def test_dispatcher() -> None:
     assert stats.lower_bound("empirical-bernstein", x, 0.05) == stats.empirical_bernstein_lower(x, 0.05)
     assert stats.upper_bound("betting", x, 0.05) == stats.betting_upper(x, 0.05)
     rows = np.random.default_rng(0).random((5, 30))
-    for method in ("hoeffding", "empirical-bernstein", "betting"):
+    for method in ("hoeffding", "empirical-bernstein", "betting", "star-bets"):
         batch = stats.batch_lower_bound(method, rows, 0.05)
         assert list(batch) == [stats.lower_bound(method, r, 0.05) for r in rows]
+    u = np.linspace(0.1, 1.0, 5)
+    batch = stats.batch_lower_bound("star-bets", rows, 0.05, u)
+    assert list(batch) == [stats.star_lower(r, 0.05, float(v)) for r, v in zip(rows, u, strict=True)]
 
 
 def test_dispatcher_rejects_clopper_pearson_on_fractional_scores() -> None:
@@ -222,3 +247,64 @@ def test_randomised_rounding_is_unbiased_and_binary() -> None:
     assert np.array_equal(stats.randomised_rounding(e, rng), e)  # 0/1 scores are left as they are
     with pytest.raises(ValueError):
         stats.randomised_rounding(np.array([0.5, 1.1]), rng)
+
+
+# --------------------------------------------------------------------------- STaR-Bets (fixed n)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 30, 128, 512])
+@pytest.mark.parametrize("alpha", [0.05, 0.01 / 3])
+def test_star_bets_on_all_ones_reaches_the_closed_form_floor(n: int, alpha: float) -> None:
+    # Each factor is at most 1/m on a score of 1, so no bet can reject m > alpha^(1/n), which is the
+    # Clopper-Pearson bound for n successes (scipy's beta.ppf(alpha, n, 1)). STaR-Bets gets close to it.
+    floor = beta.ppf(alpha, n, 1)
+    assert floor == pytest.approx(alpha ** (1 / n), rel=1e-12)
+    lo = stats.star_lower(np.ones(n), alpha)
+    assert lo <= floor
+    if n >= 5:  # at n = 1, 2 the re-planned bet is below the largest one allowed, so it stops short
+        assert lo >= floor - 0.02 * (1 - floor) - 2.0 / stats.STAR_GRID_SIZE
+    assert stats.star_upper(np.ones(n), alpha) == 1.0
+
+
+def test_star_bets_grid_point_above_the_bound_is_not_rejected() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.binomial(24, 0.9, 40) / 24
+    alpha = 0.01
+    lo = stats.star_lower(x, alpha)
+    step = 1.0 / stats.STAR_GRID_SIZE
+    assert stats.star_log_wealth_at(x, lo + step, alpha) < -math.log(alpha)  # first point kept
+    below = np.arange(1, round(lo / step) + 1) * step  # every grid point below it was rejected
+    from auditor.stats.fixed_n import star_log_wealth
+
+    assert np.all(star_log_wealth(x[None, :], below, alpha) >= -math.log(alpha))
+
+
+def test_star_bets_randomisation_only_helps_and_is_checked() -> None:
+    x = np.random.default_rng(2).binomial(24, 0.95, 30) / 24
+    bounds = [stats.star_lower(x, 0.01, u) for u in (1.0, 0.7, 0.3, 0.05)]
+    assert bounds == sorted(bounds) and bounds[-1] > bounds[0]  # threshold u/alpha falls with u
+    assert all(b <= x.mean() for b in bounds)
+    for bad in (0.0, -0.5, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="u must"):
+            stats.star_lower(x, 0.01, bad)
+    u = stats.seeded_u(np.random.default_rng(123))
+    assert 0.0 < u <= 1.0 and u == stats.seeded_u(np.random.default_rng(123))  # reproducible from a seed
+
+
+def test_star_bets_upper_is_mirrored_lower() -> None:
+    x = np.random.default_rng(4).random(33)
+    assert stats.star_upper(x, 0.05, 0.4) == pytest.approx(1 - stats.star_lower(1 - x, 0.05, 0.4), abs=1e-15)
+
+
+def test_star_bets_on_the_demo_capitals_draws() -> None:
+    # The 30 per-draw capitals scores of the example certificate (alpha 0.01 split over 3 tasks):
+    # the old default (betting, truncation 1/2) gave 0.689 here.
+    import json
+    from pathlib import Path
+
+    log = Path(__file__).resolve().parents[1] / "reports" / "example" / "draws.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    x = np.array([r["results"]["capitals"]["value"] for r in rows if "draw" in r])
+    assert x.size == 30
+    assert stats.lower_bound("star-bets", x, 0.01 / 3) >= 0.78
+    assert stats.lower_bound("betting", x, 0.01 / 3) >= 0.75
