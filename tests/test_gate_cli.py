@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import make_model
-from factories import make_certificate
+from factories import make_certificate, sign_certificate
 from test_gate import BAD
 
-from auditor.certificate import write_certificate
 from auditor.cli import main
 
 
 @pytest.fixture
-def world(tmp_path, tiny_tokenizer):
+def world(tmp_path, tiny_tokenizer, monkeypatch):
     """A certified tiny base (with tokenizer), its certificate file, and the model to fine-tune."""
     model = make_model(tie=False)
     base = tmp_path / "base"
@@ -31,8 +31,8 @@ def world(tmp_path, tiny_tokenizer):
         p_lower=0.8,
         dimension=sum(params[n].numel() for n in names),
     )
-    cert_path = tmp_path / "certificate.json"
-    write_certificate(cert, cert_path)
+    cert_path = tmp_path / "cert" / "certificate.json"
+    monkeypatch.setenv("AUDITOR_TRUSTED_KEY", str(sign_certificate(cert, cert_path.parent, tmp_path / "trusted")))
     return model, base, cert_path, tmp_path
 
 
@@ -43,6 +43,10 @@ def candidate(model, path: Path, scale: float, param: str = "model.layers.0.self
         p.add_(scale)
         model.save_pretrained(path, safe_serialization=True)
         p.copy_(old)
+    base = path.parent / "base"
+    for f in base.iterdir():  # the base's tokenizer files, unchanged
+        if not (path / f.name).exists():
+            shutil.copy(f, path / f.name)
     return path
 
 
@@ -89,7 +93,7 @@ def test_errors_exit_2_with_one_line(world, capsys):
     code, text = run(["gate", str(cert_path), "--candidate", str(cand)], capsys)
     assert code == 2 and "config.json: sha256" in text
     code, text = run(["gate", str(tmp / "missing.json"), "--candidate", str(cand)], capsys)
-    assert code == 2 and "certificate not found" in text
+    assert code == 2 and "missing.json: not found" in text
 
 
 def test_signed_report_verifies(world, capsys):

@@ -146,7 +146,7 @@ def _recertify(
 
 
 @cli.command()
-@click.argument("certificate", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("certificate", type=click.Path(path_type=Path))
 @click.option(
     "--candidate",
     required=True,
@@ -169,6 +169,18 @@ def _recertify(
     envvar="AUDITOR_SIGNING_KEY",
     help="Ed25519 key (or keygen directory) to sign the report; unsigned otherwise.",
 )
+@click.option(
+    "--trusted-key",
+    type=click.Path(path_type=Path),
+    envvar="AUDITOR_TRUSTED_KEY",
+    help="Ed25519 public key (PEM) the certificate's signature must verify against (env AUDITOR_TRUSTED_KEY).",
+)
+@click.option(
+    "--allow-unsigned",
+    is_flag=True,
+    help="Gate against a certificate that is not signed (or no trusted key); the report says so.",
+)
+@click.option("--allow-failed-base", is_flag=True, help="Gate against a base whose own verdict is not pass.")
 @click.option("--recertify", is_flag=True, help="Also certify the candidate itself under the certificate's policy.")
 @click.option(
     "--recertify-out",
@@ -181,22 +193,30 @@ def gate(
     base: Path | None,
     out: Path | None,
     key: Path | None,
+    trusted_key: Path | None,
+    allow_unsigned: bool,
+    allow_failed_base: bool,
     recertify: bool,
     recertify_out: Path | None,
 ) -> int:
     """Pass/fail a fine-tune against a base certificate from ||theta_ft - theta0|| alone (no evaluation).
 
     Pass iff every task's certified smoothed score Phi(Phi^-1(p_lower) - ||Delta||/sigma) reaches its
-    target q. Exit 0 pass (or the recertification passes), 1 not certified / not certifiable, 2 error.
+    target q. The certificate is trusted only when its signature verifies against --trusted-key, and
+    every derived number in it is recomputed. Exit 0 pass (or the recertification passes), 1 not
+    certified / not certifiable / certificate refused, 2 error.
     """
     from rich.console import Console
 
-    from auditor.certificate import read_certificate
     from auditor.gate import gate_checkpoint
+    from auditor.trust import check_base_verdict, check_derived, load_trusted
 
     console = Console()
-    cert = read_certificate(certificate)
     signer = _signer(key)  # a bad key fails before any hashing
+    trusted = load_trusted(certificate, trusted_key, allow_unsigned)  # before any candidate is read
+    cert, certificate = trusted.cert, trusted.path
+    check_derived(cert, certificate)
+    check_base_verdict(cert, certificate, allow_failed_base)
     if base is None and model_source_dir(cert.model.source).is_dir():
         base = model_source_dir(cert.model.source)
     candidate = Path(candidate)
@@ -210,6 +230,10 @@ def gate(
         result = gate_checkpoint(cert, candidate, base)
     _gate_summary(result, console)
     report = result.to_json(str(certificate))
+    report["certificate"]["trust"] = trusted.trust
+    if not trusted.signed:
+        report["verdict"] = f"{result.verdict} (unsigned certificate)"
+        console.print("[yellow]the certificate is unsigned: this verdict is only as good as the file[/]")
     code = EXIT_PASS if result.passed else EXIT_FAIL
     if recertify:
         run_dir = recertify_out or Path("reports") / f"recertify-{_stamp()}"
