@@ -85,10 +85,12 @@ def weight_files(root: Path) -> list[Path]:
                 raise ValueError("weight_map is not a map of tensor names to file names")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{index}: unreadable shard index ({exc})") from exc
-        shards = sorted({root / name for name in weight_map.values()})
-        escaping = [s for s in shards if s.parent != root or s.suffix != ".safetensors"]
+        escaping = sorted(
+            n for n in set(weight_map.values()) if "/" in n or "\\" in n or not n.endswith(".safetensors")
+        )
         if escaping:
-            raise CheckpointError(f"{index}: shard {escaping[0].name!r} is not a .safetensors file of this folder")
+            raise CheckpointError(f"{index}: shard {escaping[0]!r} is not a .safetensors file of this folder")
+        shards = sorted({root / name for name in weight_map.values()})
         missing = [s.name for s in shards if not s.is_file()]
         if missing:
             raise CheckpointError(f"{index}: shard files missing: {', '.join(missing)}")
