@@ -11,8 +11,7 @@ import click
 from auditor.checkpoint import model_source_dir
 from auditor.cli import cli
 from auditor.errors import EXIT_FAIL, EXIT_PASS, AuditorError
-
-GATE_PREDICATE = "https://auditor.dev/gate-report/v1"
+from auditor.signing import GATE_PREDICATE_TYPE as GATE_PREDICATE
 
 
 def _stamp() -> str:
