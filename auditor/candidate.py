@@ -49,7 +49,8 @@ WEIGHT_SUFFIXES = (
     ".h5.index.json",
     ".msgpack.index.json",
 )
-CONFIG_FILES = {"config.json", "adapter_config.json"}  # compared field by field, not as side files
+# Compared field by field, not as side files (a config.json inside an adapter folder is a side file).
+CONFIG_FILES = {"checkpoint": "config.json", "lora": "adapter_config.json"}
 
 
 def is_documentation(rel: str) -> bool:
@@ -101,10 +102,11 @@ def folder_blockers(
 ) -> list[str]:
     """Why the folder holds more (or less) than the weights the gate measures: one reason per file class."""
     certified = {f.path: f.sha256 for f in cert.model.files}
+    config = CONFIG_FILES[kind]
     stray, added, changed = [], [], []
     for f in cand_files:
         rel = f.path
-        if rel in loaded or rel in CONFIG_FILES or is_documentation(rel):
+        if rel in loaded or rel == config or is_documentation(rel):
             continue
         if is_weight_bearing(rel):
             stray.append(rel)

@@ -65,6 +65,9 @@ def compare_configs(base: dict[str, Any], cand: dict[str, Any]) -> list[str]:
     """Raise on a different architecture; return the other changed keys (they change f, not theta)."""
     keys = sorted((set(base) | set(cand)) - _HARMLESS_KEYS)
     changed = [k for k in keys if base.get(k) != cand.get(k)]
+    # from_pretrained's default dtype="auto" casts every weight to the config's dtype (older files: torch_dtype)
+    if base.get("dtype", base.get("torch_dtype")) != cand.get("dtype", cand.get("torch_dtype")):
+        changed.append("dtype")
     arch = [k for k in changed if k in _ARCH_KEYS or k.endswith("_size") or k.startswith("num_")]
     if arch:
         diffs = ", ".join(f"{k}: {base.get(k)!r} -> {cand.get(k)!r}" for k in arch[:4])

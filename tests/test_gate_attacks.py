@@ -402,6 +402,11 @@ CHECKPOINT_ATTACKS = {
         1,
         "transformers_weights",
     ),
+    "config dtype makes the loader round every weight": (
+        _side("dtype", _json_edit("config.json", dtype="bfloat16")),
+        1,
+        "dtype",
+    ),
     "index escaping the folder": (
         _side(
             "escape",
@@ -501,6 +506,16 @@ ADAPTER_ATTACKS = {
         _adapter_plus("atmpl", lambda w, c: (c / "chat_template.jinja").write_text("{{ 'x' }}")),
         1,
         "chat_template.jinja",
+    ),
+    "config.json in adapter folder": (
+        _adapter_plus(
+            "acfg",
+            lambda w, c: (c / "config.json").write_text(
+                json.dumps({**json.loads((w["base"] / "config.json").read_text()), "dtype": "bfloat16"})
+            ),
+        ),
+        1,
+        "config.json",
     ),
     "no adapter weights": (
         _adapter_plus("empty", lambda w, c: (c / "adapter_model.safetensors").unlink()),
