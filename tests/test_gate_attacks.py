@@ -501,6 +501,21 @@ ADAPTER_ATTACKS = {
         2,
         "adapter_model.bin",
     ),
+    "factor shape peft rejects": (
+        _adapter_plus(
+            "shape",
+            lambda w, c: save_file(
+                {
+                    **load_file(c / "adapter_model.safetensors"),
+                    "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(4, 16),
+                },
+                c / "adapter_model.safetensors",
+                metadata={"format": "pt"},
+            ),
+        ),
+        2,
+        "q_proj.lora_A.weight",
+    ),
     "tensor matching no created module": (_adapter_plus("extra", _extra_adapter_tensor), 1, "model.norm.weight"),
     "chat template in adapter folder": (
         _adapter_plus("atmpl", lambda w, c: (c / "chat_template.jinja").write_text("{{ 'x' }}")),
