@@ -232,6 +232,9 @@ def run_draws(
     for draw in range(plan.budget):
         if draw in log.done:
             results = log.done[draw]["results"]
+            lacking = [t.name for t in tasks if not isinstance(results.get(t.name), dict)]
+            if lacking:
+                raise AuditorError(f"{log.path}: draw {draw} has no record of task {lacking[0]}: the log is damaged")
             resumed += 1
         else:
             results = {}

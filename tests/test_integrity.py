@@ -237,3 +237,18 @@ def test_verify_signed_gate_report(tmp_path, capsys):
     (tmp_path / "gate.intoto.jsonl").unlink()
     assert main(["verify", str(out), "--key", pub]) == 1
     assert "UNSIGNED" in capsys.readouterr().err
+
+
+def test_resumed_draw_without_a_task_is_refused(tmp_path):
+    from auditor.sample import SamplingPlan, run_draws
+
+    class Task:
+        name, examples = "other", [0]
+
+    path = _log(tmp_path / "draws.jsonl", [0])  # its draw 0 holds task "t" only
+    log = DrawLog(path, HEADER, resume=True)
+    try:
+        with pytest.raises(AuditorError, match="draw 0 has no record of task other"):
+            run_draws(None, None, [Task()], None, SamplingPlan("batched", 2, 0, 1), log)
+    finally:
+        log.close()
