@@ -252,3 +252,19 @@ def test_resumed_draw_without_a_task_is_refused(tmp_path):
             run_draws(None, None, [Task()], None, SamplingPlan("batched", 2, 0, 1), log)
     finally:
         log.close()
+
+
+def test_certify_on_a_folder_another_run_holds_exits_2_naming_it(tmp_path, tiny_model_dir, capsys):
+    from test_cli import write_policy
+
+    policy = write_policy(tmp_path, str(tiny_model_dir))
+    run = tmp_path / "run"
+    holder = DrawLog(run / "draws.jsonl", HEADER, resume=False)  # a run in progress on this folder
+    try:
+        before = (run / "draws.jsonl").read_bytes()
+        code = main(["certify", str(policy), "--out", str(run), "--resume", "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and f"in use by pid {os.getpid()}" in err and len(err.strip().splitlines()) == 1
+        assert (run / "draws.jsonl").read_bytes() == before and not (run / "certificate.json").exists()
+    finally:
+        holder.close()
