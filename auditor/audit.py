@@ -380,6 +380,8 @@ def certify(
         loaded = loaded.model_copy(update={"policy": loaded.policy.model_copy(update={"sampling": sampling})})
     policy = loaded.policy
     tasks = build_tasks(loaded)  # bad task specs fail before the (slow) model load
+    if out_dir is not None:
+        DrawLog.check_free(out_dir)  # another run on this folder: fail before the model load
     lm = load_model(model or policy.model, policy.dtype, policy.device, base_dir=loaded.base_dir)
     started = dt.datetime.now(dt.timezone.utc)
     if out_dir is None and resume:

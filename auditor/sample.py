@@ -148,6 +148,18 @@ class DrawLog:
             self._unlock()
             raise
 
+    @classmethod
+    def check_free(cls, run_dir: Path) -> None:
+        """AuditorError naming the holder when another run holds `run_dir` (the lock is not kept)."""
+        import fcntl
+
+        lock_path = Path(run_dir) / cls.LOCK
+        if lock_path.exists():
+            fd = cls._lock(lock_path)
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
     @staticmethod
     def _lock(lock_path: Path) -> int:
         import datetime as dt
