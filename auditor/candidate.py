@@ -17,6 +17,7 @@ that must match the base's certified digest exactly (else not certifiable, namin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -54,14 +55,14 @@ CONFIG_FILES = {"checkpoint": "config.json", "lora": "adapter_config.json"}
 
 
 def is_documentation(rel: str) -> bool:
-    """Files no loader reads: README/LICENSE/model cards, hidden files (.gitattributes, .cache)."""
+    """Files no loader reads: top-level README/LICENSE/NOTICE and *.md, and top-level hidden entries
+    (.gitattributes, .cache/). Only at the top: transformers globs `additional_chat_templates/*.jinja`,
+    which matches hidden and README-named files alike."""
     parts = rel.split("/")
+    if parts[0].startswith("."):
+        return True
     name = parts[-1]
-    return (
-        any(p.startswith(".") for p in parts)
-        or name.upper().startswith(("README", "LICENSE", "NOTICE"))
-        or (name.endswith(".md") and len(parts) == 1)
-    )
+    return len(parts) == 1 and (name.upper().startswith(("README", "LICENSE", "NOTICE")) or name.endswith(".md"))
 
 
 def is_weight_bearing(rel: str) -> bool:
@@ -84,12 +85,13 @@ def _same_side_file(rel: str, cand_root: Path, base: Path | None, digest: str, c
         return True
     if base is None or not rel.endswith(".json"):
         return False
-    # The base file was hashed against the certificate already: its content is the certified one.
     try:
-        a, b = _json_content((cand_root / rel).read_bytes()), _json_content((base / rel).read_bytes())
+        base_bytes = (base / rel).read_bytes()
+        a, b = _json_content((cand_root / rel).read_bytes()), _json_content(base_bytes)
     except OSError:
         return False
-    return a is not None and a == b
+    # only the certified base file's content counts (an adapter's base side files are not hashed otherwise)
+    return hashlib.sha256(base_bytes).hexdigest() == certified and a is not None and a == b
 
 
 def folder_blockers(

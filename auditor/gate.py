@@ -82,11 +82,8 @@ def refuse_pickles(root: Path) -> None:
 
 
 def candidate_files(root: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    """Every file of the candidate but top-level hidden entries (.git, .cache): loaders glob sub-folders."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.relative_to(root).parts[0].startswith("."))
 
 
 def _few(names: list[str], k: int = 5) -> str:

@@ -138,6 +138,7 @@ def loader_agrees(world, cand: Path, report: dict) -> None:
         pytest.param(lambda w: shifted(w, "large", scale=0.05), id="full-large"),
         pytest.param(lambda w: _resharded(shifted(w, "sharded-src")), id="full-sharded"),
         pytest.param(lambda w: _with_docs(shifted(w, "docs")), id="full-with-readme"),
+        pytest.param(lambda w: _resaved(shifted(w, "resaved")), id="full-json-resaved-by-another-version"),
         pytest.param(lambda w: lora(w, "lora-plain"), id="lora-plain"),
         pytest.param(lambda w: lora(w, "lora-layers", layers_to_transform=[1]), id="lora-layers"),
         pytest.param(
@@ -167,6 +168,14 @@ def _resharded(src: Path) -> Path:
     model.save_pretrained(out, safe_serialization=True, max_shard_size="20KB")
     assert (out / "model.safetensors.index.json").exists() and not (out / "model.safetensors").exists()
     return out
+
+
+def _resaved(cand: Path) -> Path:
+    """Side files written again by another transformers version: same content, other bytes."""
+    gen = json.loads((cand / "generation_config.json").read_text())
+    gen["transformers_version"] = "9.9.9"
+    (cand / "generation_config.json").write_text(json.dumps(dict(reversed(gen.items())), indent=4))
+    return cand
 
 
 def _with_docs(cand: Path) -> Path:
@@ -360,6 +369,11 @@ def _json_edit(file: str, **changes):
     return edit
 
 
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def _evil_code(cand: Path) -> None:
     (cand / "modeling_evil.py").write_text(f"open({str(cand.parent / MARKER)!r}, 'w').write('ran')\n")
     _json_edit("config.json", auto_map={"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"})(cand)
@@ -384,6 +398,16 @@ CHECKPOINT_ATTACKS = {
         _side("stm", lambda c: (c / "special_tokens_map.json").write_text('{"eos_token": "<s>"}')),
         1,
         "special_tokens_map.json",
+    ),
+    "hidden extra chat template": (
+        _side("hidden", lambda c: _write(c / "additional_chat_templates" / ".tool_use.jinja", "{{ 'x' }}")),
+        1,
+        "additional_chat_templates/.tool_use.jinja",
+    ),
+    "README-named extra chat template": (
+        _side("readme", lambda c: _write(c / "additional_chat_templates" / "README.jinja", "{{ 'x' }}")),
+        1,
+        "additional_chat_templates/README.jinja",
     ),
     "changed generation config": (
         _side("gen", _json_edit("generation_config.json", temperature=2.0, do_sample=True)),
