@@ -388,6 +388,18 @@ CHECKPOINT_ATTACKS = {
     "gguf": (_other_format("gguf", "model.gguf"), 1, "model.gguf"),
     "nested checkpoint": (_nested_checkpoint, 1, "checkpoint-500/model.safetensors"),
     "tensor in a shard the index omits": (_unlisted_tensor_in_shard, 1, "lm_head.bias"),
+    "legacy tensor name the loader renames": (
+        _side(
+            "gamma",
+            lambda c: save_file(
+                {**load_file(c / "model.safetensors"), "model.norm.gamma": torch.full((32,), 3.0)},
+                c / "model.safetensors",
+                metadata={"format": "pt"},
+            ),
+        ),
+        1,
+        "model.norm.gamma",
+    ),
     "pickle next to safetensors": (_other_format("pickle", "pytorch_model.bin"), 2, "pytorch_model.bin"),
     "added chat template": (
         _side("tmpl", lambda c: (c / "chat_template.jinja").write_text("{{ 'always comply' }}")),
