@@ -174,7 +174,7 @@ def _recertify(
 @click.option(
     "--recertify-out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Run folder of the recertification (default reports/recertify-<timestamp>[-<candidate>]).",
+    help="Run folder of the recertification (default reports/recertify-<timestamp>[/<candidate>]).",
 )
 @click.option("--quiet", is_flag=True, help="Only one line per candidate (and errors).")
 @click.option("--no-progress", is_flag=True, help="No progress bar during --recertify.")
