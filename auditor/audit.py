@@ -14,6 +14,7 @@ import numpy as np
 import yaml
 
 from auditor import __version__, bounds, stats
+from auditor.attest import policy_files
 from auditor.certificate import (
     BoundCurve,
     Certificate,
@@ -25,7 +26,7 @@ from auditor.certificate import (
     ToolRecord,
     Verdict,
 )
-from auditor.errors import AuditorError
+from auditor.errors import AuditorError, RunInterrupted
 from auditor.perturb import EmbeddingNoise, Perturber, derive_seed
 from auditor.policy import LoadedPolicy, Policy, parse_policy
 from auditor.sample import DrawLog, SampleResult, SamplingPlan, clean_scores, read_header, run_draws
@@ -212,9 +213,10 @@ def run_audit(
         "model_root_digest": identity.root_digest,
         "parameters_digest": hashlib.sha256("\n".join(perturber.names).encode()).hexdigest(),
     }
-    clean = clean_scores(model, tokenizer, tasks, policy.sampling.batch_size)
-    log = DrawLog(log_path, header, resume)
+    attested = policy_files(loaded)  # hashed before any draw: what the draws were scored with
+    log = DrawLog(log_path, header, resume)  # locks the run folder: a second run fails before any work
     try:
+        clean = clean_scores(model, tokenizer, tasks, policy.sampling.batch_size)
         sample = run_draws(model, tokenizer, tasks, perturber, plan, log, on_draw)
     finally:
         log.close()
@@ -256,6 +258,7 @@ def run_audit(
         tasks=results,
         verdict=verdict,
         reasons=reasons,
+        attested_files=attested,
     )
     return cert, sample
 
@@ -382,6 +385,8 @@ def certify(
         loaded = loaded.model_copy(update={"policy": loaded.policy.model_copy(update={"sampling": sampling})})
     policy = loaded.policy
     tasks = build_tasks(loaded)  # bad task specs fail before the (slow) model load
+    if out_dir is not None:
+        DrawLog.check_free(out_dir)  # another run on this folder: fail before the model load
     lm = load_model(model or policy.model, policy.dtype, policy.device, base_dir=loaded.base_dir)
     started = dt.datetime.now(dt.timezone.utc)
     if out_dir is None and resume:
@@ -391,17 +396,20 @@ def certify(
     run_dir = out_dir or reports / f"{started.strftime('%Y%m%d-%H%M%S')}-{lm.identity.name}"
     if on_start is not None:
         on_start(policy.sampling.max_draws or policy.sampling.draws, [t.name for t in tasks])
-    cert, sample = run_audit(
-        lm.model,
-        lm.tokenizer,
-        tasks,
-        loaded,
-        lm.identity,
-        run_dir / "draws.jsonl",
-        resume=resume,
-        run_id=run_dir.name,
-        on_draw=on_draw,
-    )
+    try:
+        cert, sample = run_audit(
+            lm.model,
+            lm.tokenizer,
+            tasks,
+            loaded,
+            lm.identity,
+            run_dir / "draws.jsonl",
+            resume=resume,
+            run_id=run_dir.name,
+            on_draw=on_draw,
+        )
+    except KeyboardInterrupt as exc:
+        raise RunInterrupted(run_dir) from exc  # the CLI prints the exact command to resume it
     files = publish_certificate(cert, run_dir, key)
     return AuditRun(
         certificate=cert,

@@ -46,6 +46,15 @@ class FileDigest(_Frozen):
     size: int
 
 
+class AttestedFile(_Frozen):
+    """A scorer or data file that decides the outcome, as the policy names it, and its SHA-256."""
+
+    role: Literal["scorer", "data"]
+    path: str
+    sha256: str
+    size: int
+
+
 class ModelIdentity(_Frozen):
     """Which weights were audited: every file's digest and a root digest over all of them."""
 
@@ -156,6 +165,9 @@ class Certificate(_Frozen):
     does_not_claim: list[str] = Field(default_factory=lambda: list(DOES_NOT_CLAIM))
     artifacts: dict[str, str] = Field(
         default_factory=dict, description="Digests (sha256) of rendered HTML/PDF, keyed by file name."
+    )
+    attested_files: list[AttestedFile] = Field(
+        default_factory=list, description="Scorer and data files the tasks read (signed subjects)."
     )
 
     def canonical_json(self) -> bytes:

@@ -60,31 +60,54 @@ def directory_digests(root: Path) -> list[FileDigest]:
     return out
 
 
+SAFE_SINGLE = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
 def weight_files(root: Path) -> list[Path]:
-    """The safetensors files of a Hugging Face directory; refuse pickle-only checkpoints."""
+    """The weight files `from_pretrained` reads from a local directory, by its precedence rules.
+
+    transformers (modeling_utils._get_resolved_checkpoint_files, no variant, no explicit
+    `transformers_weights` in the config): model.safetensors first, else the shards named by
+    model.safetensors.index.json, else pytorch_model.bin[.index.json] (pickle: refused here), else it
+    raises. Any other *.safetensors file in the folder is not loaded.
+    """
     if not root.is_dir():
         raise CheckpointError(f"{root}: model directory not found")
-    index = root / "model.safetensors.index.json"
-    if index.exists():
+    single, index = root / SAFE_SINGLE, root / SAFE_INDEX
+    if single.is_file():
+        return [single]
+    if index.is_file():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError) as exc:
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise ValueError("weight_map is not a map of tensor names to file names")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{index}: unreadable shard index ({exc})") from exc
+        escaping = sorted(
+            n for n in set(weight_map.values()) if "/" in n or "\\" in n or not n.endswith(".safetensors")
+        )
+        if escaping:
+            raise CheckpointError(f"{index}: shard {escaping[0]!r} is not a .safetensors file of this folder")
         shards = sorted({root / name for name in weight_map.values()})
-        missing = [s.name for s in shards if not s.exists()]
+        missing = [s.name for s in shards if not s.is_file()]
         if missing:
             raise CheckpointError(f"{index}: shard files missing: {', '.join(missing)}")
         return shards
-    files = sorted(root.glob("*.safetensors"))
-    if files:
-        return files
-    pickles = sorted(p.name for p in root.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    pickles = sorted(p.name for p in root.iterdir() if p.suffix in PICKLE_SUFFIXES or p.name in PICKLE_WEIGHTS)
     if pickles:
         raise CheckpointError(
             f"{root}: only pickle weights ({', '.join(pickles)}); they can execute code when loaded and are "
             "refused. Convert them to safetensors in a trusted environment."
         )
-    raise CheckpointError(f"{root}: no safetensors weights found")
+    others = sorted(p.name for p in root.glob("*.safetensors"))
+    if others:
+        raise CheckpointError(
+            f"{root / others[0]}: transformers loads only {SAFE_SINGLE} or the shards of {SAFE_INDEX}; "
+            "neither is here, so the loader would reject this folder"
+        )
+    raise CheckpointError(f"{root}: no safetensors weights found ({SAFE_SINGLE} or {SAFE_INDEX})")
 
 
 def check_safetensors(path: Path) -> None:

@@ -24,3 +24,11 @@ class CheckpointError(AuditorError):
 
 class TaskError(AuditorError):
     """An unknown task or an unreadable / malformed data file."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an audit whose draw log is flushed: `run_dir` is the folder to resume."""
+
+    def __init__(self, run_dir: object) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir

@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from auditor.candidate import folder_blockers
 from auditor.certificate import Certificate, FileDigest
-from auditor.checkpoint import PICKLE_SUFFIXES, sha256_file, weight_files
+from auditor.checkpoint import PICKLE_SUFFIXES, SAFE_INDEX, sha256_file, weight_files
 from auditor.errors import AuditorError, CheckpointError
 from auditor.tensor_stream import CHUNK_BYTES, FLOATS, DeltaStats, TensorRef, model_index, stream_delta
 
@@ -32,7 +33,6 @@ EMBED_SUFFIXES = (
     "word_embeddings.weight",
     "tok_embeddings.weight",
 )
-_NOT_MODEL_FILES = {"config.json", "model.safetensors.index.json", "adapter_config.json"}
 
 
 def read_config(root: Path) -> dict[str, Any]:
@@ -65,37 +65,14 @@ def compare_configs(base: dict[str, Any], cand: dict[str, Any]) -> list[str]:
     """Raise on a different architecture; return the other changed keys (they change f, not theta)."""
     keys = sorted((set(base) | set(cand)) - _HARMLESS_KEYS)
     changed = [k for k in keys if base.get(k) != cand.get(k)]
+    # from_pretrained's default dtype="auto" casts every weight to the config's dtype (older files: torch_dtype)
+    if base.get("dtype", base.get("torch_dtype")) != cand.get("dtype", cand.get("torch_dtype")):
+        changed.append("dtype")
     arch = [k for k in changed if k in _ARCH_KEYS or k.endswith("_size") or k.startswith("num_")]
     if arch:
         diffs = ", ".join(f"{k}: {base.get(k)!r} -> {cand.get(k)!r}" for k in arch[:4])
         raise CheckpointError(f"candidate has a different architecture (config.json {diffs})")
     return changed
-
-
-def _content(path: Path) -> Any:
-    # JSON files compare by content (re-saving with another transformers version is not a change).
-    data = path.read_bytes()
-    try:
-        parsed = json.loads(data) if path.suffix == ".json" else data
-    except ValueError:
-        return data
-    if isinstance(parsed, dict):
-        parsed.pop("transformers_version", None)
-    return parsed
-
-
-def changed_side_files(base: Path, cand: Path) -> list[str]:
-    """Tokenizer / generation files the candidate ships that differ from the base's (they change f)."""
-    return [
-        p.name
-        for p in sorted(cand.iterdir())
-        if p.is_file()
-        and (base / p.name).is_file()
-        and p.suffix not in (".safetensors", ".md")
-        and p.name not in _NOT_MODEL_FILES
-        and not p.name.startswith((".", "LICENSE", "README"))
-        and _content(p) != _content(base / p.name)
-    ]
 
 
 def refuse_pickles(root: Path) -> None:
@@ -105,11 +82,8 @@ def refuse_pickles(root: Path) -> None:
 
 
 def candidate_files(root: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    """Every file of the candidate but top-level hidden entries (.git, .cache): loaders glob sub-folders."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.relative_to(root).parts[0].startswith("."))
 
 
 def _few(names: list[str], k: int = 5) -> str:
@@ -290,31 +264,33 @@ def _fold_aliases(idx: dict[str, TensorRef], aliases: dict[str, str]) -> list[tu
 
 def check_layout(
     cert: Certificate, base: dict[str, TensorRef], cand: dict[str, TensorRef], perturbed: set[str]
-) -> None:
-    """Same tensors, shapes and dtypes; the certificate's parameters exist in the base and add up to d."""
-    missing, extra = sorted(set(base) - set(cand)), sorted(set(cand) - set(base))
-    if missing:
-        raise CheckpointError(f"candidate lacks tensor(s) of the base: {_few(missing)}")
-    if extra:
-        raise CheckpointError(f"candidate has tensor(s) the base does not: {_few(extra)}")
-    for n, b in base.items():
-        c = cand[n]
-        if c.shape != b.shape:
-            raise CheckpointError(f"tensor {n}: shape {list(c.shape)} in the candidate, base {list(b.shape)}")
-        if c.dtype != b.dtype:
-            raise CheckpointError(f"tensor {n}: dtype {c.dtype} in the candidate, {b.dtype} in the base")
-    absent = sorted(perturbed - set(base))
-    if absent:
-        raise CheckpointError(f"certificate parameter(s) not in the base checkpoint: {_few(absent)}")
+) -> list[str]:
+    """Shapes and dtypes the loader accepts; blockers for tensors it would add or leave at init.
+
+    The certificate's parameters must exist in the base and add up to its dimension (else the
+    certificate is refused: trust.Untrusted).
+    """
+    from auditor.trust import check_dimension
+
+    check_dimension(cert, {n: r.numel for n, r in base.items()}, Path("certificate"), perturbed)
     for n in perturbed:
         if base[n].dtype not in FLOATS:
             raise CheckpointError(f"perturbed tensor {n} has non-float dtype {base[n].dtype}")
-    dim = sum(base[n].numel for n in perturbed)
-    if dim != cert.perturbation.dimension:
-        raise CheckpointError(
-            f"the certificate's parameters have {dim} coordinates in the base, but the "
-            f"certificate says {cert.perturbation.dimension}: not the certified set"
+    for n in sorted(set(base) & set(cand)):
+        b, c = base[n], cand[n]
+        if c.shape != b.shape:  # from_pretrained raises on a size mismatch
+            raise CheckpointError(f"tensor {n}: shape {list(c.shape)} in the candidate, base {list(b.shape)}")
+        if c.dtype != b.dtype:
+            raise CheckpointError(f"tensor {n}: dtype {c.dtype} in the candidate, {b.dtype} in the base")
+    blockers = []
+    missing, extra = sorted(set(base) - set(cand)), sorted(set(cand) - set(base))
+    if missing:
+        blockers.append(
+            f"candidate lacks tensor(s) of the base: {_few(missing)} (the loader would initialise them afresh)"
         )
+    if extra:
+        blockers.append(f"candidate has tensor(s) matching no parameter of the base: {_few(extra)} (not measured)")
+    return blockers
 
 
 def outside_blocker(names: list[str]) -> str:
@@ -334,29 +310,28 @@ def gate_checkpoint(cert: Certificate, candidate: Path, base: Path, chunk: int =
     if not candidate.is_dir():
         raise CheckpointError(f"{candidate}: candidate directory not found")
     refuse_pickles(candidate)
-    weight_files(candidate)  # pickle-only or empty: refused before any hashing
+    loaded = weight_files(candidate)  # transformers' precedence; a folder it rejects is an error
     base_files, cand_files = hash_base_and_candidate(cert, base, candidate_files(candidate), candidate)
     t1 = time.perf_counter()
     bcfg, ccfg = read_config(base), read_config(candidate)
-    blockers = []
+    reads = {p.relative_to(candidate).as_posix() for p in loaded}
+    if len(loaded) > 1:
+        reads.add(SAFE_INDEX)
+    blockers = folder_blockers(cert, candidate, cand_files, reads, base, "checkpoint")
     if changed := compare_configs(bcfg, ccfg):
         blockers.append(f"config.json changes {', '.join(changed)}: the certificate covers the base's only")
-    if side := changed_side_files(base, candidate):
-        blockers.append(
-            f"{', '.join(side)} differ from the base's: the certificate covers the base's "
-            "tokenizer and generation files only"
-        )
     bidx, cidx = model_index(base), model_index(candidate)
     aliases = tied_aliases(bcfg, set(bidx))
     _fold_aliases(bidx, aliases)
     twice = _fold_aliases(cidx, aliases)
     perturbed = {aliases.get(n, n) for n in cert.perturbation.parameters}
-    check_layout(cert, bidx, cidx, perturbed)
+    blockers += check_layout(cert, bidx, cidx, perturbed)
     for canon, copy in twice:  # a tied tensor stored twice loads as one: both copies must agree
         same = (copy.shape, copy.dtype) == (cidx[canon].shape, cidx[canon].dtype)
         if not same or stream_delta([(copy.name, cidx[canon], copy)], set(), chunk=chunk).changed_outside:
             raise CheckpointError(f"tied tensors {copy.name} and {canon} differ in the candidate")
-    order = sorted(bidx, key=lambda n: (str(bidx[n].path), bidx[n].offset))  # sequential reads of the base
+    common = [n for n in bidx if n in cidx]
+    order = sorted(common, key=lambda n: (str(bidx[n].path), bidx[n].offset))  # sequential reads of the base
     delta = stream_delta([(n, bidx[n], cidx[n]) for n in order], perturbed, cert.model.dtype, chunk=chunk)
     if delta.changed_outside:
         blockers.append(outside_blocker(delta.changed_outside))

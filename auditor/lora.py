@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from auditor.certificate import Certificate, FileDigest
+from auditor.candidate import adapter_key_blockers, adapter_weights, folder_blockers, peft_expected
+from auditor.certificate import Certificate
 from auditor.errors import AuditorError, CheckpointError
 from auditor.gate import (
-    EMBED_SUFFIXES,
     GateResult,
     candidate_files,
     hash_base_and_candidate,
@@ -40,6 +40,7 @@ from auditor.tensor_stream import (
     safetensors_refs,
     stream_delta,
 )
+from auditor.trust import check_dimension
 
 PREFIX = "base_model.model."
 _LORA = re.compile(r"^(?P<mod>.+)\.lora_(?:embedding_)?(?P<ab>[AB])(?:\.[^.]+)?(?:\.weight)?$")
@@ -124,9 +125,7 @@ def read_adapter(root: Path) -> Adapter:
     if not root.is_dir():
         raise CheckpointError(f"{root}: adapter directory not found")
     refuse_pickles(root)
-    weights = root / "adapter_model.safetensors"
-    if not weights.is_file():
-        raise CheckpointError(f"{weights}: missing (only safetensors adapters are read)")
+    weights = adapter_weights(root)
     config = read_adapter_config(root)
     refs = safetensors_refs(weights)
     pairs: dict[str, dict[str, TensorRef]] = {}
@@ -239,33 +238,27 @@ def gate_lora(cert: Certificate, adapter_dir: Path, base: Path | None, chunk: in
         "the bound is for the merged weights theta0 + s*B*A (an unmerged adapter computes the same "
         "function up to floating-point rounding)"
     ]
-    blockers: list[str] = []
+    if base is None:
+        raise CheckpointError(
+            f"{adapter_dir}: the certified base model is needed to read the adapter as peft will (--base)"
+        )
     perturbed = set(cert.perturbation.parameters)
-    base_files: list[FileDigest] = []
-    cand_files: list[FileDigest] = []
-    base_index: dict[str, TensorRef] | None = None
-    aliases: dict[str, str] = {}
-    if base is not None:
-        # s*B*A does not depend on the base weights: a pure LoRA needs only the base's (certified) config.
-        only = None if adapter.full else {"config.json"}
-        base_files, cand_files = hash_base_and_candidate(cert, base, candidate_files(adapter_dir), adapter_dir, only)
-        if only:
-            notes.append("pure LoRA: only the base's config.json was checked against the certificate")
-        base_index = model_index(base)
-        aliases = tied_aliases(read_config(base), set(base_index))
-        for alias, canon in aliases.items():  # one tensor under two names: the adapter may use either
-            base_index.setdefault(alias, base_index[canon])
-            perturbed = {canon if n == alias else n for n in perturbed}
-    else:
-        if adapter.full:
-            raise CheckpointError(
-                f"{adapter_dir}: the adapter replaces full tensors ({sorted(adapter.full)[0]}, "
-                "...): the base model is needed (--base)"
-            )
-        notes.append("no base model: its digests, tensor shapes and tied weights were not checked")
-        touched = [n for n in (*adapter.lowrank, *adapter.full) if n.endswith(EMBED_SUFFIXES) or "lm_head" in n]
-        if touched:
-            raise CheckpointError(f"adapter changes {touched[0]}: the base is needed to check tied embeddings")
+    # s*B*A does not depend on the base weights: a pure LoRA needs only the base's (certified) config.
+    only = None if adapter.full else {"config.json"}
+    base_files, cand_files = hash_base_and_candidate(cert, base, candidate_files(adapter_dir), adapter_dir, only)
+    if only:
+        notes.append("pure LoRA: only the base's config.json was checked against the certificate")
+    weights = adapter_dir / "adapter_model.safetensors"
+    blockers = folder_blockers(cert, adapter_dir, cand_files, {weights.name}, base, "lora")
+    held = {k: r.shape for k, r in safetensors_refs(weights).items()}
+    blockers += adapter_key_blockers(peft_expected(base, adapter_dir), held, weights)
+    base_index = model_index(base)
+    aliases = tied_aliases(read_config(base), set(base_index))
+    for alias, canon in aliases.items():  # one tensor under two names: the adapter may use either
+        base_index.setdefault(alias, base_index[canon])
+        perturbed = {canon if n == alias else n for n in perturbed}
+    numel = {n: r.numel for n, r in base_index.items()}
+    check_dimension(cert, numel, Path("certificate"), perturbed)
     t1 = time.perf_counter()
     delta = lora_delta(adapter, perturbed, base_index, cert.model.dtype, chunk)
     changed = {n for n, v in delta.squared.items() if v > 0} | set(delta.changed_outside)

@@ -86,33 +86,118 @@ def read_header(path: Path) -> dict[str, Any]:
         raise AuditorError(f"{path}: not a draw log (bad header)") from exc
 
 
+def read_draws(path: Path, repair: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(header, records) of a draw log, checked: draws 0, 1, 2, ... each once, every line whole.
+
+    A last line without its newline is a draw cut off mid-write: with `repair` the file is truncated
+    to the last whole line (the draw is redone), otherwise it is ignored. Any other damage (a bad
+    line in the middle, a draw twice, a draw missing) is an AuditorError naming the line.
+    """
+    header = read_header(path)
+    data = path.read_bytes()
+    whole = data.rfind(b"\n") + 1
+    if whole < len(data) and repair:
+        with open(path, "r+b") as f:
+            f.truncate(whole)
+            f.flush()
+            os.fsync(f.fileno())
+    records: list[dict[str, Any]] = []
+    for lineno, line in enumerate(data[:whole].split(b"\n")[1:-1], start=2):
+        try:
+            rec = json.loads(line)
+            draw = rec["draw"]
+            if not isinstance(draw, int) or not isinstance(rec["results"], dict):
+                raise ValueError("draw must be an integer and results an object")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AuditorError(f"{path}: line {lineno} is not a draw record ({exc})") from exc
+        if draw != len(records):
+            what = "repeats" if draw < len(records) else "skips to"
+            raise AuditorError(
+                f"{path}: line {lineno} {what} draw {draw} (expected draw {len(records)}): the log is damaged"
+            )
+        records.append(rec)
+    return header, records
+
+
 class DrawLog:
-    """Append-only JSONL: a header that pins the run, then one line per finished draw."""
+    """Append-only JSONL: a header that pins the run, then one line per finished draw.
+
+    The run folder is locked (flock on `.auditor.lock`, which names the holder) for the lifetime of
+    the log, so two runs can never interleave lines in one log.
+    """
+
+    LOCK = ".auditor.lock"
 
     def __init__(self, path: Path, header: dict[str, Any], resume: bool) -> None:
         self.path = path
         self.done: dict[int, dict[str, Any]] = {}
-        if resume and path.exists():
-            self._read(header)
-            self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the whole run
-        else:
-            if path.exists() and not resume:
-                raise AuditorError(f"{path}: a draw log already exists; pass --resume to continue it or another --out")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(path, "w", encoding="utf-8")  # noqa: SIM115 - held open for the whole run
-            self._write({"header": header})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = self._lock(path.parent / self.LOCK)
+        try:
+            if resume and path.exists():
+                self._read(header)
+                self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the whole run
+            else:
+                if path.exists() and not resume:
+                    raise AuditorError(
+                        f"{path}: a draw log already exists; pass --resume to continue it or another --out"
+                    )
+                self._fh = open(path, "w", encoding="utf-8")  # noqa: SIM115 - held open for the whole run
+                self._write({"header": header})
+        except BaseException:
+            self._unlock()
+            raise
+
+    @classmethod
+    def check_free(cls, run_dir: Path) -> None:
+        """AuditorError naming the holder when another run holds `run_dir` (the lock is not kept)."""
+        import fcntl
+
+        lock_path = Path(run_dir) / cls.LOCK
+        if lock_path.exists():
+            fd = cls._lock(lock_path)
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @staticmethod
+    def _lock(lock_path: Path) -> int:
+        import datetime as dt
+        import fcntl
+        import socket
+        import sys
+
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "unknown process"
+            os.close(fd)
+            raise AuditorError(
+                f"{lock_path.parent}: run folder in use by {holder}; wait for it to finish or pass another --out"
+            ) from exc
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        who = f"pid {os.getpid()} on {socket.gethostname()} since {now} ({' '.join(sys.argv[:6])[:200]})"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, who.encode("utf-8"), 0)
+        return fd
+
+    def _unlock(self) -> None:
+        import fcntl
+
+        if self._lock_fd >= 0:
+            os.ftruncate(self._lock_fd, 0)  # the file stays: unlinking it would race with a waiting run
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def _read(self, header: dict[str, Any]) -> None:
         first = read_header(self.path)
         if first != header:
             diff = sorted(k for k in set(first) | set(header) if first.get(k) != header.get(k))
             raise AuditorError(f"{self.path}: cannot resume, the run differs in: {', '.join(diff)}")
-        for line in self.path.read_text(encoding="utf-8").splitlines()[1:]:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                break  # a draw cut off mid-write: it is redone
-            self.done[int(rec["draw"])] = rec
+        _, records = read_draws(self.path, repair=True)  # a torn last line is cut before appending
+        self.done = {int(rec["draw"]): rec for rec in records}
 
     def _write(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(record, sort_keys=True) + "\n")
@@ -124,6 +209,7 @@ class DrawLog:
 
     def close(self) -> None:
         self._fh.close()
+        self._unlock()
 
 
 def _decide(plan: SamplingPlan, seqs: dict[str, stats.BettingSequence]) -> dict[str, str]:
@@ -158,6 +244,9 @@ def run_draws(
     for draw in range(plan.budget):
         if draw in log.done:
             results = log.done[draw]["results"]
+            lacking = [t.name for t in tasks if not isinstance(results.get(t.name), dict)]
+            if lacking:
+                raise AuditorError(f"{log.path}: draw {draw} has no record of task {lacking[0]}: the log is damaged")
             resumed += 1
         else:
             results = {}

@@ -26,6 +26,7 @@ from auditor.errors import AuditorError
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://auditor.dev/certificate/v1"
+GATE_PREDICATE_TYPE = "https://auditor.dev/gate-report/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 
 CERT_JSON = "certificate.json"
@@ -235,12 +236,14 @@ def policy_subject_name(cert: Certificate) -> str:
 
 
 def build_statement(cert: Certificate, artifacts: dict[str, str]) -> dict[str, Any]:
-    """The in-toto v1 Statement: predicate = the certificate, subjects = model files, policy, renders."""
+    """The in-toto v1 Statement: predicate = the certificate; subjects = model files, policy, scorer and
+    data files (`scorer:PATH`, `data:PATH`), renders."""
     from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
     from in_toto_attestation.v1.statement import Statement
 
     subjects = [{"name": f.path, "digest": {"sha256": f.sha256}} for f in cert.model.files]
     subjects.append({"name": policy_subject_name(cert), "digest": {"sha256": cert.policy.sha256}})
+    subjects += [{"name": f"{f.role}:{f.path}", "digest": {"sha256": f.sha256}} for f in cert.attested_files]
     subjects += [{"name": name, "digest": {"sha256": digest}} for name, digest in sorted(artifacts.items())]
     predicate = json.loads(cert.canonical_json())
     # The library checks the shape; the payload itself is built from plain JSON so numbers keep their

@@ -104,7 +104,7 @@ def model_index(root: Path) -> dict[str, TensorRef]:
                 raise CheckpointError(f"{root}: tensor {name} is in both {out[name].path.name} and {f.name}")
             out[name] = ref
     index = root / "model.safetensors.index.json"
-    if index.exists():
+    if not (root / "model.safetensors").is_file() and index.is_file():  # the index is what is loaded
         for name, shard in json.loads(index.read_text())["weight_map"].items():
             if name not in out or out[name].path.name != shard:
                 raise CheckpointError(f"{index}: lists tensor {name} in {shard}, which does not hold it")

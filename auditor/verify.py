@@ -34,6 +34,7 @@ from auditor.signing import (
 
 VERIFY_KEY_ENV = "AUDITOR_VERIFY_KEY"
 ENVELOPE_SUFFIXES = (".intoto.jsonl", ".intoto.json", ".dsse.json", ".jsonl")
+ATTESTED_PREFIXES = ("policy:", "scorer:", "data:")
 
 
 class Invalid(Exception):
@@ -48,12 +49,14 @@ class Verification:
     reason: str = ""
     checked: list[str] = field(default_factory=list)
     certificate: Certificate | None = None
+    headline: str = ""
 
     def summary(self) -> str:
         if not self.valid:
             return f"INVALID: {self.reason}"
         cert = self.certificate
         head = f"VALID: certificate {cert.run_id} (verdict {cert.verdict.upper()})" if cert else "VALID"
+        head = self.headline or head
         return head + "\n" + "\n".join(f"  - {line}" for line in self.checked)
 
 
@@ -153,9 +156,13 @@ def subject_digests(statement: dict[str, Any]) -> dict[str, str]:
 
 def check_consistency(cert: Certificate, subjects: dict[str, str]) -> None:
     """The signed subjects say the same as the signed certificate (files, policy, renders)."""
-    weights = {k: v for k, v in subjects.items() if k not in (CERT_HTML, CERT_PDF) and not k.startswith("policy:")}
+    other = (CERT_HTML, CERT_PDF)
+    weights = {k: v for k, v in subjects.items() if k not in other and not k.startswith(ATTESTED_PREFIXES)}
     if weights != {f.path: f.sha256 for f in cert.model.files}:
         raise Invalid("statement subjects do not match the certificate's model files")
+    attested = {k: v for k, v in subjects.items() if k.startswith(("scorer:", "data:"))}
+    if attested != {f"{f.role}:{f.path}": f.sha256 for f in cert.attested_files}:
+        raise Invalid("statement subjects do not match the certificate's scorer and data files")
     if subjects.get(policy_subject_name(cert)) != cert.policy.sha256:
         raise Invalid("statement policy subject does not match the certificate's policy digest")
     if hashlib.sha256(cert.policy.text.encode("utf-8")).hexdigest() != cert.policy.sha256:
@@ -193,6 +200,82 @@ def check_renders(run_dir: Path, subjects: dict[str, str]) -> list[str]:
     return notes
 
 
+def check_attested(cert: Certificate, policy_dir: Path) -> list[str]:
+    """Re-hash every scorer and data file the certificate attests (paths relative to the policy)."""
+    notes = []
+    for f in cert.attested_files:
+        path = Path(f.path).expanduser()
+        path = path if path.is_absolute() else policy_dir / path
+        if not path.is_file():
+            notes.append(f"{f.role} file {f.path}: not found under {policy_dir} (not checked)")
+            continue
+        try:
+            digest = sha256_path(path)
+        except OSError as exc:
+            raise AuditorError(f"{path}: not readable ({exc.strerror or exc})") from exc
+        if digest != f.sha256:
+            raise Invalid(f"{f.role} file {path}: sha256 differs from the signed digest")
+        notes.append(f"{f.role} file {f.path}: matches its signed digest")
+    return notes
+
+
+DRAW_LOG = "draws.jsonl"
+
+
+def check_draw_log(path: Path, cert: Certificate) -> str:
+    """The draw log next to the certificate gives exactly its per-task numbers (recomputed here)."""
+    import math
+
+    import numpy as np
+
+    from auditor import stats
+    from auditor.errors import AuditorError as LogError
+    from auditor.sample import read_draws
+
+    try:
+        header, records = read_draws(path)
+    except LogError as exc:
+        raise Invalid(str(exc)) from exc
+    pinned = {
+        "policy_sha256": cert.policy.sha256,
+        "model_root_digest": cert.model.root_digest,
+        "parameters_digest": cert.perturbation.parameters_digest,
+    }
+    for key, want in pinned.items():
+        if header.get(key) != want:
+            raise Invalid(f"{path.name}: header {key} is not the certificate's: another run's log")
+    s = cert.sampling
+    if len(records) != s.draws_used:
+        raise Invalid(f"{path.name}: {len(records)} draws, the certificate used {s.draws_used}")
+
+    def close(a: float, b: float) -> bool:
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+    for t in cert.tasks:
+        try:
+            rows = [r["results"][t.name] for r in records]
+            x = np.array([float(r["value"]) for r in rows])
+            evaluations = sum(int(r["evaluations"]) for r in rows)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Invalid(f"{path.name}: a draw lacks task {t.name}'s value ({exc})") from exc
+        if s.randomised_rounding:
+            from auditor.perturb import derive_seed
+
+            x = stats.randomised_rounding(x, np.random.default_rng(derive_seed(cert.seed, t.name, "rounding")))
+        if s.sequential:
+            seq = stats.BettingSequence(s.alpha_per_task)
+            for v in x:
+                seq.update(float(v))
+            lo, hi = seq.lower, seq.upper
+        else:
+            lo, hi = stats.lower_bound(s.bound, x, s.alpha_per_task), stats.upper_bound(s.bound, x, s.alpha_per_task)
+        got = {"p_hat": float(np.mean(x)), "p_lower": float(lo), "p_upper": float(hi), "evaluations": evaluations}
+        for key, value in got.items():
+            if not close(float(getattr(t, key)), value):
+                raise Invalid(f"task {t.name}: {key} {getattr(t, key)!r} is not what {path.name} gives ({value!r})")
+    return f"{path.name}: {len(records)} draws give the certificate's p_hat, p_lower, p_upper per task"
+
+
 def check_model(model_dir: Path, cert: Certificate) -> str:
     """Every model file on disk matches the signed digests; a missing or extra file is invalid."""
     from auditor.checkpoint import directory_digests, root_digest
@@ -224,11 +307,17 @@ def check_model(model_dir: Path, cert: Certificate) -> str:
     return f"model: {len(signed)} file(s) in {model_dir} match (root {cert.model.root_digest[:16]}…)"
 
 
-def verify(target: Path, key_path: Path | None, model_dir: Path | None = None) -> Verification:
+def verify(
+    target: Path, key_path: Path | None, model_dir: Path | None = None, policy_dir: Path | None = None
+) -> Verification:
     """Verify a run directory, envelope or certificate against an Ed25519 public key."""
     if key_path is None:
         raise AuditorError(f"a public key is required: pass --key PUB or set {VERIFY_KEY_ENV}")
     key = load_public_key(Path(key_path))
+    from auditor.verify_report import gate_report_paths, verify_gate_report
+
+    if gate := gate_report_paths(Path(target)):
+        return verify_gate_report(*gate, key, model_dir)
     envelope_path, cert_path = locate(Path(target))
     if model_dir is not None and not Path(model_dir).is_dir():
         raise AuditorError(f"{model_dir}: model directory not found")
@@ -252,6 +341,10 @@ def verify(target: Path, key_path: Path | None, model_dir: Path | None = None) -
             f"{cert_path.name}: identical to the signed predicate",
         ]
         checked += check_renders(envelope_path.parent, subjects)
+        policy_dir = policy_dir or (Path(cert.policy.path).parent if cert.policy.path else Path.cwd())
+        checked += check_attested(cert, policy_dir)
+        log = envelope_path.parent / DRAW_LOG
+        checked.append(check_draw_log(log, cert) if log.exists() else f"{DRAW_LOG}: not present (not checked)")
         if model_dir is not None:
             checked.append(check_model(Path(model_dir), cert))
         else:

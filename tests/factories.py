@@ -37,6 +37,7 @@ def make_certificate(
     dimension: int = 1000,
 ) -> Certificate:
     """A certificate with real bound arithmetic; file digests from `model_dir` when given."""
+    policy = POLICY_TEXT.replace("sigma: 0.004", f"sigma: {sigma}")
     files: list[FileDigest] = []
     if model_dir is not None:
         for f in sorted(Path(model_dir).iterdir()):
@@ -79,7 +80,7 @@ def make_certificate(
             dtype="float32",
             n_parameters=dimension,
         ),
-        policy=PolicyRecord(path="policy.yaml", sha256=_sha(POLICY_TEXT.encode()), text=POLICY_TEXT),
+        policy=PolicyRecord(path="policy.yaml", sha256=_sha(policy.encode()), text=policy),
         seed=1,
         perturbation=PerturbationRecord(
             space="weights",
@@ -110,3 +111,19 @@ def make_certificate(
         verdict="pass",
         reasons=["all tasks pass"],
     )
+
+
+def sign_certificate(cert: Certificate, run_dir: Path, keys_dir: Path) -> Path:
+    """Write `cert` into `run_dir` with a signed envelope (keys made in `keys_dir` if absent); the public key."""
+    from auditor import signing
+    from auditor.certificate import write_certificate
+
+    if not (keys_dir / signing.PUBLIC_KEY).exists():
+        signing.keygen(keys_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_certificate(cert, run_dir / signing.CERT_JSON)
+    signer = signing.load_signer(keys_dir / signing.SIGNING_KEY)
+    signing.write_envelope(
+        signing.sign_statement(signing.build_statement(cert, {}), signer), run_dir / signing.ENVELOPE
+    )
+    return keys_dir / signing.PUBLIC_KEY

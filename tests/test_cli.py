@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -114,9 +115,11 @@ def test_sigint_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_di
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
+    resume = err.decode().split("resume with: ", 1)[1].strip()  # the exact command, printed on Ctrl-C
+    assert resume == f"auditor certify {policy} --no-progress --out {cut} --resume"
     done = len(log.read_text().splitlines()) - 1
     assert 3 <= done < 200 and not (cut / "certificate.json").exists()
-    assert main(["certify", str(policy), "--out", str(cut), "--resume", "--no-progress"]) == 0
+    assert main(shlex.split(resume)[1:]) == 0
     a, b = (json.loads((d / "certificate.json").read_text()) for d in (full, cut))
     for d in (a, b):
         for k in ("started", "finished", "run_id", "artifacts"):

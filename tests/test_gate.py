@@ -200,8 +200,6 @@ def _bad_architecture(cand: Path) -> None:
 
 
 BAD = {
-    "missing": (lambda c: _edit(c, lambda t: t.pop("model.layers.1.mlp.up_proj.weight")), "up_proj"),
-    "extra": (lambda c: _edit(c, lambda t: t.update(extra_head=torch.zeros(3))), "extra_head"),
     "shape": (
         lambda c: _edit(c, lambda t: t.update({"model.norm.weight": torch.ones(31)})),
         "model.norm.weight",
@@ -228,6 +226,21 @@ BAD = {
     "architecture": (_bad_architecture, "intermediate_size"),
     "no config": (lambda c: (c / "config.json").unlink(), "config.json"),
 }
+
+
+@pytest.mark.parametrize(
+    "edit, name",
+    [
+        (lambda t: t.pop("model.layers.1.mlp.up_proj.weight"), "up_proj"),  # the loader would initialise it
+        (lambda t: t.update(extra_head=torch.zeros(3)), "extra_head"),  # the loader would drop it
+    ],
+)
+def test_missing_or_extra_tensors_are_not_certifiable(setup, tmp_path, edit, name):
+    model, base, cert, _ = setup
+    cand = save(model, tmp_path / "cand")
+    _edit(cand, edit)
+    result = gate_checkpoint(cert, cand, base)
+    assert result.verdict == "not certifiable" and any(name in r for r in result.reasons)
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import make_model
-from factories import make_certificate
+from factories import make_certificate, sign_certificate
 from test_gate import BAD
 
-from auditor.certificate import write_certificate
 from auditor.cli import main
 
 
 @pytest.fixture
-def world(tmp_path, tiny_tokenizer):
+def world(tmp_path, tiny_tokenizer, monkeypatch):
     """A certified tiny base (with tokenizer), its certificate file, and the model to fine-tune."""
     model = make_model(tie=False)
     base = tmp_path / "base"
@@ -31,8 +31,8 @@ def world(tmp_path, tiny_tokenizer):
         p_lower=0.8,
         dimension=sum(params[n].numel() for n in names),
     )
-    cert_path = tmp_path / "certificate.json"
-    write_certificate(cert, cert_path)
+    cert_path = tmp_path / "cert" / "certificate.json"
+    monkeypatch.setenv("AUDITOR_TRUSTED_KEY", str(sign_certificate(cert, cert_path.parent, tmp_path / "trusted")))
     return model, base, cert_path, tmp_path
 
 
@@ -43,6 +43,10 @@ def candidate(model, path: Path, scale: float, param: str = "model.layers.0.self
         p.add_(scale)
         model.save_pretrained(path, safe_serialization=True)
         p.copy_(old)
+    base = path.parent / "base"
+    for f in base.iterdir():  # the base's tokenizer files, unchanged
+        if not (path / f.name).exists():
+            shutil.copy(f, path / f.name)
     return path
 
 
@@ -89,7 +93,7 @@ def test_errors_exit_2_with_one_line(world, capsys):
     code, text = run(["gate", str(cert_path), "--candidate", str(cand)], capsys)
     assert code == 2 and "config.json: sha256" in text
     code, text = run(["gate", str(tmp / "missing.json"), "--candidate", str(cand)], capsys)
-    assert code == 2 and "certificate not found" in text
+    assert code == 2 and "missing.json: not found" in text
 
 
 def test_signed_report_verifies(world, capsys):
@@ -126,7 +130,7 @@ def test_recertify_reports_both_verdicts(world, capsys, monkeypatch):
     far = candidate(model, tmp / "far", 0.01)
     seen = {}
 
-    def fake_certify(loaded, model, out_dir, sequential):
+    def fake_certify(loaded, model, out_dir, sequential, **progress):
         from factories import make_certificate
 
         seen.update(policy=loaded.text, model=model, sequential=sequential)
@@ -151,13 +155,14 @@ def test_recertify_reports_both_verdicts(world, capsys, monkeypatch):
     )
     assert code == 0, text  # the gate cannot certify it, but the candidate's own audit passes
     report = json.loads(out.read_text())
-    assert report["verdict"] == "not certified" and report["recertification"]["verdict"] == "pass"
+    assert report["verdict"] == "recertified pass" and report["gate_verdict"] == "not certified"
+    assert report["recertification"]["verdict"] == "pass"
     assert seen == {
         "policy": json.loads(cert_path.read_text())["policy"]["text"],
         "model": str(far),
         "sequential": True,
     }
-    assert "recertification of the candidate: pass" in text
+    assert "RECERTIFIED PASS" in text
 
 
 def test_recertify_an_adapter_merges_it_first(world, capsys, monkeypatch):
@@ -174,7 +179,7 @@ def test_recertify_an_adapter_merges_it_first(world, capsys, monkeypatch):
     pm.save_pretrained(tmp / "adapter")
     seen = {}
 
-    def fake_certify(loaded, model, out_dir, sequential):
+    def fake_certify(loaded, model, out_dir, sequential, **progress):
         from auditor.checkpoint import weight_files
 
         seen["files"] = [f.name for f in weight_files(Path(model))]
@@ -198,7 +203,8 @@ def test_recertify_an_adapter_merges_it_first(world, capsys, monkeypatch):
     assert code == 1, text
     assert seen["files"] == ["model.safetensors"]  # a full merged checkpoint, not the adapter
     report = json.loads((tmp / "g.json").read_text())
-    assert report["kind"] == "lora" and report["verdict"] == "not certified"
+    assert report["kind"] == "lora" and report["verdict"] == "recertified fail"
+    assert report["gate_verdict"] == "not certified"
     assert report["recertification"]["verdict"] == "fail"
 
 
@@ -240,3 +246,61 @@ def test_every_bad_candidate_exits_2_naming_it(world, capsys, case):
     assert code == 2
     assert name in err and err.count("\n") == 1 and err.startswith("error: ")
     assert not (tmp / "r.json").exists()
+
+
+def test_several_candidates_one_line_each_exit_code_the_worst(world, capsys):
+    model, base, cert_path, tmp = world
+    (tmp / "batch").mkdir()
+    near = Path(shutil.move(candidate(model, tmp / "near", 1e-5), tmp / "batch" / "near"))
+    far = Path(shutil.move(candidate(model, tmp / "far", 0.01), tmp / "batch" / "far"))
+    out = tmp / "reports"
+    code, text = run(
+        ["gate", str(cert_path), "--candidate", str(near), "--candidate", str(far), "--out", str(out)], capsys
+    )
+    assert code == 1, text
+    lines = [ln for ln in text.splitlines() if ln.startswith(("PASS", "NOT CERTIFIED"))]
+    assert len(lines) == 2 and str(near) in lines[0] and lines[0].startswith("PASS")
+    assert lines[1].startswith("NOT CERTIFIED") and str(far) in lines[1]
+    reports = sorted(out.glob("*.json"))
+    assert [json.loads(r.read_text())["verdict"] for r in reports] == ["pass", "not certified"]
+    # a folder of candidates stands for each one; a broken one is an error line, exit 2, the others still gated
+    broken = tmp / "batch" / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    code, text = run(["gate", str(cert_path), "--candidate", str(tmp / "batch"), "--out", str(out), "--quiet"], capsys)
+    assert code == 2, text
+    verdicts = [ln.split("  ")[0].strip() for ln in text.splitlines() if ln.strip()]
+    assert verdicts == ["ERROR", "NOT CERTIFIED", "PASS"]  # sorted by folder name: broken, far, near
+    assert "Delta" not in text.split("\n")[0] and "sigma*sqrt(d)" not in text  # --quiet: the lines only
+
+
+def test_recertify_removes_its_merged_copy(world, capsys, monkeypatch, tmp_path):
+    import tempfile
+
+    import peft
+
+    import auditor.audit
+
+    model, base, cert_path, tmp = world
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]))
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.fill_(0.5)
+    pm.save_pretrained(tmp / "adapter2")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    seen = {}
+
+    def fake_certify(loaded, model, out_dir, sequential, **progress):
+        seen["model"] = Path(model)
+        assert Path(model).is_dir()
+        return _run(make_certificate(model_dir=Path(model), p_lower=0.9), {})
+
+    monkeypatch.setattr(auditor.audit, "certify", fake_certify)
+    args = ["gate", str(cert_path), "--candidate", str(tmp / "adapter2"), "--out", str(tmp / "g2.json")]
+    code, text = run([*args, "--recertify", "--recertify-out", str(tmp / "rerun2")], capsys)
+    assert code == 0 and "RECERTIFIED PASS" in text
+    assert seen["model"].is_relative_to(scratch) and not any(scratch.iterdir())  # the merged copy is gone
+    assert "Loading weights" not in text and "Warning" not in text

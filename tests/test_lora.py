@@ -74,10 +74,9 @@ def test_plain_lora_matches_peft_merge(tmp_path):
     for n in names:
         assert math.sqrt(result.delta.squared[n]) == pytest.approx(float(deltas[n].norm()), rel=1e-6)
     assert result.details["adapter"]["modules"][names[0]]["scale"] == 2.0  # alpha / r
-    # Without the base, a pure LoRA still gates (digests and shapes unchecked, and said so).
-    alone = gate_lora(cert, tmp_path / "adapter", None)
-    assert alone.delta.norm == pytest.approx(result.delta.norm, rel=1e-12)
-    assert any("no base model" in n for n in alone.notes)
+    # Without the base there is no telling which modules peft would create: refused.
+    with pytest.raises(CheckpointError, match="--base"):
+        gate_lora(cert, tmp_path / "adapter", None)
     # s*B*A does not depend on the base weights: only the base's config is checked, not its weights.
     assert [f.path for f in result.base_files] == ["config.json"]
 

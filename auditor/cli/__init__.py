@@ -32,6 +32,22 @@ def _register() -> None:
     from auditor.cli import audit_cmds, gate_cmds, sign_cmds  # noqa: F401
 
 
+def resume_command(args: list[str], run_dir: object) -> str:
+    """The command line that continues an interrupted run: the same one, with --out RUN_DIR --resume."""
+    import shlex
+
+    out: list[str] = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in ("--out", "--resume") or a.startswith("--out="):
+            skip = a == "--out"
+        else:
+            out.append(a)
+    return shlex.join(["auditor", *out, "--out", str(run_dir), "--resume"])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn errors into one line and an exit code."""
     _register()
@@ -44,11 +60,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        click.echo("interrupted: per-draw log flushed; re-run with --resume to continue", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        # click turns Ctrl-C into Abort; the interrupted run (if any) rides on its cause
+        run_dir = getattr(exc, "run_dir", None) or getattr(exc.__cause__, "run_dir", None)
+        if run_dir is None:
+            click.echo("interrupted", err=True)
+        else:
+            click.echo(f"interrupted: per-draw log flushed; resume with: {resume_command(args, run_dir)}", err=True)
         return EXIT_INTERRUPTED
     except click.ClickException as exc:
         exc.show()

@@ -1,8 +1,9 @@
-"""`auditor gate` (fine-tuned checkpoint or LoRA adapter vs a base certificate) and `auditor tokens`."""
+"""`auditor gate` (fine-tuned checkpoints or LoRA adapters vs a base certificate) and `auditor tokens`."""
 
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -10,112 +11,71 @@ import click
 
 from auditor.checkpoint import model_source_dir
 from auditor.cli import cli
+from auditor.cli.gate_output import VERDICT_EXIT, candidate_line, print_summary, signer_for, write_report
 from auditor.errors import EXIT_FAIL, EXIT_PASS, AuditorError
-
-GATE_PREDICATE = "https://auditor.dev/gate-report/v1"
 
 
 def _stamp() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
-def _signer(key: Path | None) -> Any:
-    """The Ed25519 signer for `key` (a file, or the directory `auditor keygen` wrote), or None."""
-    if key is None:
-        return None
-    from auditor import signing
-
-    path = key.expanduser()
-    path = path / signing.SIGNING_KEY if path.is_dir() else path
-    if not path.is_file():
-        raise AuditorError(f"{path}: signing key not found")
-    return signing.load_signer(path)
+def _looks_like_a_model(path: Path) -> bool:
+    return (path / "config.json").exists() or (path / "adapter_config.json").exists() or any(path.glob("*.safetensors"))
 
 
-def write_report(report: dict[str, Any], out: Path, signer: Any, subjects: list[dict[str, Any]]) -> list[Path]:
-    """Canonical JSON report; with a signer also an in-toto statement in a DSSE envelope next to it."""
-    from auditor.certificate import canonical_json
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_bytes(canonical_json(report) + b"\n")
-    tmp.replace(out)
-    if signer is None:
-        return [out]
-    from auditor import signing
-
-    statement = {
-        "_type": signing.STATEMENT_TYPE,
-        "subject": subjects,
-        "predicateType": GATE_PREDICATE,
-        "predicate": report,
-    }
-    envelope_path = out.with_name(out.stem + ".intoto.jsonl")
-    signing.write_envelope(signing.sign_statement(statement, signer), envelope_path)
-    return [out, envelope_path]
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.4g}"
-
-
-def _gate_summary(result: Any, console: Any) -> None:
-    from rich.panel import Panel
-    from rich.table import Table
-
-    p, norm = result.cert.perturbation, result.delta.norm
-    colour = {"pass": "green", "not certified": "yellow", "not certifiable": "red"}[result.verdict]
-    head = Table.grid(padding=(0, 2))
-    head.add_row("certificate", f"{result.cert.run_id} ({result.cert.model.name}, {len(p.parameters)} tensors)")
-    checked = f"sha256 of {len(result.base_files)} file(s) matches the certificate"
-    head.add_row("base", f"{result.base} ({checked})" if result.base else "not given")
-    head.add_row("candidate", f"{result.candidate} ({result.kind})")
-    head.add_row("||Delta||_2", f"{_fmt(norm)}   ||Delta||/sigma = {_fmt(norm / p.sigma)}")
-    head.add_row(
-        "sigma",
-        f"{p.sigma:g}   sigma*sqrt(d) = {_fmt(p.typical_noise_norm)} (size of a noise draw, "
-        f"not a radius; d = {p.dimension:,})",
-    )
-    tasks = Table(title_justify="left", box=None, pad_edge=False)
-    for col in ("task", "p_lower", "target q", "R(q)", "R/sigma", "bound at ||Delta||", ""):
-        tasks.add_column(col, justify="left" if col == "task" else "right")
-    for t in result.tasks:
-        mark = "[green]certified[/]" if t.certified else "[yellow]not certified[/]"
-        tasks.add_row(
-            t.name,
-            f"{t.p_lower:.4f}",
-            f"{t.target:g}",
-            _fmt(t.radius),
-            f"{t.radius / p.sigma:.3f}",
-            f"{t.bound:.4f}",
-            mark,
+def expand_candidates(paths: tuple[Path, ...]) -> list[Path]:
+    """Each --candidate, a folder of candidates standing for its sub-folders; each candidate once."""
+    out: list[Path] = []
+    for p in paths:
+        subs = (
+            []
+            if not p.is_dir() or _looks_like_a_model(p)
+            else sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
         )
-    console.print(Panel(head, title=f"auditor gate — [{colour}]{result.verdict.upper()}[/]", title_align="left"))
-    console.print(tasks)
-    for r in result.reasons[: len(result.reasons) - len(result.tasks)]:
-        console.print(f"[red]✗[/] {r}")
-    for n in result.notes:
-        console.print(f"[dim]note: {n}[/]")
-    if result.verdict == "not certified":
-        console.print(
-            "Outside the certified radius means 'not certified', not 'unsafe'. Next step: certify "
-            "the candidate itself (--recertify)."
-        )
-    elif result.verdict == "not certifiable":
-        console.print(
-            "The certificate does not cover these changes. Next step: certify the candidate itself (--recertify)."
-        )
-    console.print(
-        f"[dim]digests {result.timings['digests_s']:.2f}s, ||Delta|| {result.timings['delta_s']:.2f}s "
-        f"({result.delta.bytes_read / 1e9:.2f} GB read). Bounds hold for the smoothed score only.[/]"
-    )
+        for c in subs or [p]:
+            if c not in out:
+                out.append(c)
+    if not out:
+        raise click.UsageError("give at least one --candidate")
+    return out
+
+
+def _gate_one(cert: Any, candidate: Path, base: Path | None) -> Any:
+    from auditor.gate import gate_checkpoint
+    from auditor.lora import gate_lora
+
+    if (candidate / "adapter_config.json").exists():
+        return gate_lora(cert, candidate, base)
+    if base is None:
+        raise AuditorError(f"{cert.model.source}: certified base not found; pass --base")
+    return gate_checkpoint(cert, candidate, base)
+
+
+def _quiet_libraries() -> None:
+    import os
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", module="(transformers|peft|torch)")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def _recertify(
-    cert: Any, cert_path: Path, result: Any, base: Path | None, out_dir: Path, console: Any
+    cert: Any, cert_path: Path, result: Any, base: Path | None, run_dir: Path, show: bool, console: Any
 ) -> dict[str, Any]:
-    """Audit the candidate itself under the certificate's policy (sequential: a clear case stops early)."""
+    """Audit the candidate itself under the certificate's policy (sequential: a clear case stops early).
+
+    An adapter is merged into a temporary full copy, removed afterwards. Progress and the verdict
+    table are shown as `certify` shows them (unless quiet).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from auditor import audit
+    from auditor.cli.audit_cmds import _verdict_table
     from auditor.policy import parse_policy
 
     policy_path = Path(cert.policy.path) if cert.policy.path else None
@@ -124,16 +84,41 @@ def _recertify(
         origin=f"{cert_path}:policy",
         path=policy_path if policy_path and policy_path.exists() else None,
     )
-    model_dir = result.candidate
-    if result.kind == "lora":
-        from auditor.lora import merge_adapter
+    _quiet_libraries()
+    progress = Progress(
+        TextColumn("[bold]recertify draws"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[scores]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show,
+    )
+    bar: dict[str, Any] = {}
 
-        if base is None:
-            raise AuditorError("--recertify of an adapter needs the base model (--base)")
-        model_dir = merge_adapter(base, result.candidate, out_dir / "merged-candidate")
-    console.print(f"recertifying {model_dir} under the certificate's policy (sequential) …")
-    run = audit.certify(loaded, model=str(model_dir), out_dir=out_dir, sequential=True)
+    def on_start(total: int, names: list[str]) -> None:
+        bar["id"] = progress.add_task("draws", total=total, scores="scoring clean model…")
+
+    def on_draw(draw: int, means: dict[str, float]) -> None:
+        progress.update(bar["id"], advance=1, scores="  ".join(f"{k} {v:.2f}" for k, v in means.items()))
+
+    with tempfile.TemporaryDirectory(prefix="auditor-merged-") as tmp:
+        model_dir = result.candidate
+        if result.kind == "lora":
+            from auditor.lora import merge_adapter
+
+            if base is None:
+                raise AuditorError("--recertify of an adapter needs the base model (--base)")
+            model_dir = merge_adapter(base, result.candidate, Path(tmp) / "merged")
+        if show:
+            console.print(f"recertifying {result.candidate} under the certificate's policy (sequential) …")
+        with progress:
+            run = audit.certify(
+                loaded, model=str(model_dir), out_dir=run_dir, sequential=True, on_start=on_start, on_draw=on_draw
+            )
     new_cert, files = run.certificate, run.files
+    if show:
+        console.print(_verdict_table(new_cert))
     return {
         "verdict": new_cert.verdict,
         "run_id": new_cert.run_id,
@@ -146,12 +131,14 @@ def _recertify(
 
 
 @cli.command()
-@click.argument("certificate", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("certificate", type=click.Path(path_type=Path))
 @click.option(
     "--candidate",
+    "candidates",
     required=True,
+    multiple=True,
     type=click.Path(path_type=Path),
-    help="Fine-tuned checkpoint directory, or a PEFT LoRA adapter directory.",
+    help="Fine-tuned checkpoint or PEFT LoRA adapter folder; repeatable; a folder of candidates means each one.",
 )
 @click.option(
     "--base",
@@ -160,8 +147,8 @@ def _recertify(
 )
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Report path (default reports/gate-<timestamp>.json).",
+    type=click.Path(path_type=Path),
+    help="Report path (default reports/gate-<timestamp>.json); a folder of reports for several candidates.",
 )
 @click.option(
     "--key",
@@ -169,58 +156,101 @@ def _recertify(
     envvar="AUDITOR_SIGNING_KEY",
     help="Ed25519 key (or keygen directory) to sign the report; unsigned otherwise.",
 )
-@click.option("--recertify", is_flag=True, help="Also certify the candidate itself under the certificate's policy.")
+@click.option(
+    "--trusted-key",
+    type=click.Path(path_type=Path),
+    envvar="AUDITOR_TRUSTED_KEY",
+    help="Ed25519 public key (PEM) the certificate's signature must verify against (env AUDITOR_TRUSTED_KEY).",
+)
+@click.option(
+    "--allow-unsigned",
+    is_flag=True,
+    help="Gate against a certificate that is not signed (or no trusted key); the report says so.",
+)
+@click.option("--allow-failed-base", is_flag=True, help="Gate against a base whose own verdict is not pass.")
+@click.option(
+    "--recertify", is_flag=True, help="Certify each candidate the gate cannot pass under the certificate's policy."
+)
 @click.option(
     "--recertify-out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Run folder of the recertification (default reports/recertify-<timestamp>).",
+    help="Run folder of the recertification (default reports/recertify-<timestamp>[/<candidate>]).",
 )
+@click.option("--quiet", is_flag=True, help="Only one line per candidate (and errors).")
+@click.option("--no-progress", is_flag=True, help="No progress bar during --recertify.")
 def gate(
     certificate: Path,
-    candidate: Path,
+    candidates: tuple[Path, ...],
     base: Path | None,
     out: Path | None,
     key: Path | None,
+    trusted_key: Path | None,
+    allow_unsigned: bool,
+    allow_failed_base: bool,
     recertify: bool,
     recertify_out: Path | None,
+    quiet: bool,
+    no_progress: bool,
 ) -> int:
-    """Pass/fail a fine-tune against a base certificate from ||theta_ft - theta0|| alone (no evaluation).
+    """Pass/fail fine-tunes against a base certificate from ||theta_ft - theta0|| alone (no evaluation).
 
     Pass iff every task's certified smoothed score Phi(Phi^-1(p_lower) - ||Delta||/sigma) reaches its
-    target q. Exit 0 pass (or the recertification passes), 1 not certified / not certifiable, 2 error.
+    target q. The certificate is trusted only when its signature verifies against --trusted-key, and
+    every derived number in it is recomputed. Each report's verdict is one of pass, not certified, not
+    certifiable, recertified pass, recertified fail (error: exit 2). Exit code: the worst candidate's
+    (0 pass, 1 not certified / not certifiable / recertified fail / certificate refused, 2 error).
     """
     from rich.console import Console
 
-    from auditor.certificate import read_certificate
-    from auditor.gate import gate_checkpoint
+    from auditor.trust import check_base_verdict, check_derived, load_trusted
 
     console = Console()
-    cert = read_certificate(certificate)
-    signer = _signer(key)  # a bad key fails before any hashing
+    signer = signer_for(key)  # a bad key fails before any hashing
+    trusted = load_trusted(certificate, trusted_key, allow_unsigned)  # before any candidate is read
+    cert, certificate = trusted.cert, trusted.path
+    check_derived(cert, certificate)
+    check_base_verdict(cert, certificate, allow_failed_base)
     if base is None and model_source_dir(cert.model.source).is_dir():
         base = model_source_dir(cert.model.source)
-    candidate = Path(candidate)
-    if (candidate / "adapter_config.json").exists():
-        from auditor.lora import gate_lora
-
-        result = gate_lora(cert, candidate, base)
-    else:
-        if base is None:
-            raise AuditorError(f"{cert.model.source}: certified base not found; pass --base")
-        result = gate_checkpoint(cert, candidate, base)
-    _gate_summary(result, console)
-    report = result.to_json(str(certificate))
-    code = EXIT_PASS if result.passed else EXIT_FAIL
-    if recertify:
-        run_dir = recertify_out or Path("reports") / f"recertify-{_stamp()}"
-        report["recertification"] = _recertify(cert, certificate, result, base, run_dir, console)
-        verdict = report["recertification"]["verdict"]
-        console.print(f"gate: [bold]{result.verdict}[/]; recertification of the candidate: [bold]{verdict}[/]")
-        code = EXIT_PASS if result.passed or verdict == "pass" else EXIT_FAIL
-    subjects = [{"name": f.path, "digest": {"sha256": f.sha256}} for f in result.candidate_files]
-    written = write_report(report, out or Path("reports") / f"gate-{_stamp()}.json", signer, subjects)
-    console.print(f"report: {', '.join(map(str, written))}" + ("" if signer else " (unsigned)"))
-    return code
+    todo = expand_candidates(candidates)
+    several = len(todo) > 1
+    stamp = _stamp()
+    out_root = out or (Path("reports") / (f"gate-{stamp}" if several else f"gate-{stamp}.json"))
+    worst = EXIT_PASS
+    lines = []
+    for i, cand in enumerate(todo):
+        report_path = out_root / f"{i:02d}-{cand.name}.json" if several else out_root
+        try:
+            result = _gate_one(cert, cand, base)
+        except AuditorError as exc:
+            if not several:
+                raise
+            worst = max(worst, exc.exit_code)
+            lines.append(candidate_line("error", cand, str(exc)))
+            continue
+        if not quiet and not several:
+            print_summary(result, console)
+        report = result.to_json(str(certificate))
+        report["certificate"]["trust"] = trusted.trust
+        verdict = result.verdict
+        if recertify and not result.passed:
+            run_dir = recertify_out or Path("reports") / f"recertify-{stamp}"
+            run_dir = run_dir / cand.name if several else run_dir
+            again = _recertify(cert, certificate, result, base, run_dir, not (quiet or no_progress), console)
+            report["gate_verdict"] = verdict
+            report["recertification"] = again
+            verdict = "recertified pass" if again["verdict"] == "pass" else "recertified fail"
+        report["verdict"] = verdict if trusted.signed else f"{verdict} (unsigned certificate)"
+        worst = max(worst, VERDICT_EXIT[verdict])
+        subjects = [{"name": f.path, "digest": {"sha256": f.sha256}} for f in result.candidate_files]
+        written = write_report(report, report_path, signer, subjects)
+        detail = f"||Delta|| = {result.delta.norm:.4g}  report {written[0]}" + ("" if signer else " (unsigned)")
+        lines.append(candidate_line(report["verdict"], cand, detail))
+    if not trusted.signed:
+        console.print("[yellow]the certificate is unsigned: these verdicts are only as good as the file[/]")
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+    return worst
 
 
 @cli.command()

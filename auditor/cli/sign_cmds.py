@@ -43,7 +43,7 @@ def keygen(out_dir: Path) -> int:
     "--model",
     "model_dir",
     type=click.Path(path_type=Path),
-    help="Model directory to re-hash against the signed file digests.",
+    help="Model directory (or, for a gate report, the candidate) to re-hash against the signed digests.",
 )
 @click.option(
     "--key",
@@ -51,16 +51,23 @@ def keygen(out_dir: Path) -> int:
     envvar="AUDITOR_VERIFY_KEY",
     help="Ed25519 public key (PEM) of the signer (or env AUDITOR_VERIFY_KEY). Required.",
 )
-def verify(cert: Path, model_dir: Path | None, key: Path | None) -> int:
-    """Verify a signed certificate: CERT is a run folder, its envelope, or its certificate.json.
+@click.option(
+    "--policy-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder the policy's scorer and data paths are relative to (default: the recorded policy's folder).",
+)
+def verify(cert: Path, model_dir: Path | None, key: Path | None, policy_dir: Path | None) -> int:
+    """Verify a signed certificate (a run folder, its envelope or certificate.json) or a signed gate report.
 
-    Checks the DSSE signature, that certificate.json is the signed predicate, that the HTML/PDF
-    match their signed digests and, with --model, that every model file matches. Exit 0 valid,
-    1 invalid (one line saying why), 2 usage error.
+    Checks the DSSE signature, that certificate.json is the signed predicate, that the HTML/PDF,
+    scorer and data files match their signed digests, that the draw log (when present) gives the
+    certificate's numbers and, with --model, that every model file matches. For a gate report
+    (gate-*.json or its .intoto.jsonl), --model re-hashes the candidate. Exit 0 valid, 1 invalid
+    (one line saying why), 2 usage error.
     """
     from auditor.verify import verify as run_verify
 
-    result = run_verify(cert, key, model_dir)
+    result = run_verify(cert, key, model_dir, policy_dir)
     if result.valid:
         click.echo(result.summary())
         return EXIT_PASS
