@@ -28,7 +28,17 @@ from auditor.certificate import (
 from auditor.errors import AuditorError
 from auditor.perturb import EmbeddingNoise, Perturber, derive_seed
 from auditor.policy import LoadedPolicy, Policy, parse_policy
-from auditor.sample import DrawLog, SampleResult, SamplingPlan, clean_scores, read_header, run_draws
+from auditor.sample import (
+    DrawLog,
+    DrawSource,
+    DrawTimer,
+    SampleResult,
+    SamplingPlan,
+    clean_scores,
+    compute_draw,
+    read_header,
+    run_draws,
+)
 from auditor.tasks.base import Example, Task
 
 # Points (in units of sigma) at which the certificate tabulates the bound curves.
@@ -167,6 +177,34 @@ def _overall(results: list[TaskResult], policy: Policy) -> tuple[Verdict, list[s
     return "pass", ["every task meets its requirement"]
 
 
+def make_perturber(model: Any, policy: Policy) -> Any:
+    """The noise the policy asks for: on the selected weights, or on the input embeddings."""
+    pert = policy.perturbation
+    if pert.space == "input-embeddings":
+        return EmbeddingNoise(model, pert.sigma, policy.seed)
+    return Perturber(
+        model,
+        pert.sigma,
+        policy.seed,
+        pert.include,
+        pert.exclude,
+        cache_noise=policy.sampling.design == "antithetic",
+    )
+
+
+def sampling_plan(policy: Policy, tasks: Sequence[Task]) -> SamplingPlan:
+    return SamplingPlan(
+        design=policy.sampling.design,
+        draws=policy.sampling.draws,
+        seed=policy.seed,
+        batch_size=policy.sampling.batch_size,
+        subset=policy.sampling.subset,
+        max_draws=policy.sampling.max_draws,
+        alpha_per_task=stats.bonferroni(policy.alpha, len(tasks)),
+        thresholds={t.name: pass_threshold(policy, t.name) for t in tasks},
+    )
+
+
 def run_audit(
     model: Any,
     tokenizer: Any,
@@ -178,33 +216,15 @@ def run_audit(
     resume: bool = False,
     run_id: str | None = None,
     on_draw: Callable[[int, dict[str, float]], None] | None = None,
+    source: DrawSource | None = None,
 ) -> tuple[Certificate, SampleResult]:
     """Sample, bound and judge: the certificate for `model` under `loaded` (nothing written but the log)."""
     policy = loaded.policy
     started = dt.datetime.now(dt.timezone.utc)
     pert = policy.perturbation
-    if pert.space == "input-embeddings":
-        perturber: Any = EmbeddingNoise(model, pert.sigma, policy.seed)
-    else:
-        perturber = Perturber(
-            model,
-            pert.sigma,
-            policy.seed,
-            pert.include,
-            pert.exclude,
-            cache_noise=policy.sampling.design == "antithetic",
-        )
-    alpha_task = stats.bonferroni(policy.alpha, len(tasks))
-    plan = SamplingPlan(
-        design=policy.sampling.design,
-        draws=policy.sampling.draws,
-        seed=policy.seed,
-        batch_size=policy.sampling.batch_size,
-        subset=policy.sampling.subset,
-        max_draws=policy.sampling.max_draws,
-        alpha_per_task=alpha_task,
-        thresholds={t.name: pass_threshold(policy, t.name) for t in tasks},
-    )
+    perturber = make_perturber(model, policy)
+    plan = sampling_plan(policy, tasks)
+    alpha_task = plan.alpha_per_task
     header = {
         "policy_sha256": loaded.sha256,
         "model_root_digest": identity.root_digest,
@@ -213,7 +233,7 @@ def run_audit(
     clean = clean_scores(model, tokenizer, tasks, policy.sampling.batch_size)
     log = DrawLog(log_path, header, resume)
     try:
-        sample = run_draws(model, tokenizer, tasks, perturber, plan, log, on_draw)
+        sample = run_draws(model, tokenizer, tasks, perturber, plan, log, on_draw, source)
     finally:
         log.close()
     results = [_task_result(t, policy, sample, clean[t.name], alpha_task) for t in tasks]
@@ -360,14 +380,20 @@ def certify(
     key: Path | None = None,
     on_start: Callable[[int, list[str]], None] | None = None,
     on_draw: Callable[[int, dict[str, float]], None] | None = None,
-) -> AuditRun:
+    device_map: str | None = None,
+) -> AuditRun | None:
     """The whole job: load the model, sample, bound, judge, write (and sign) the certificate.
 
     `model` overrides the policy's model (e.g. to audit a fine-tuned candidate under a base's policy);
-    `sequential` turns on early stopping within the policy's draw budget when its bound allows it.
+    `sequential` turns on early stopping within the policy's draw budget when its bound allows it;
+    `device_map` ('auto', 'balanced', ...) spreads a model too large for one device over the GPUs.
+    Under torchrun / accelerate launch the draws are sharded over the ranks (auditor.distributed):
+    rank 0 returns the run, the other ranks compute their share of the draws and return None.
     """
+    import functools
     import time
 
+    from auditor import distributed
     from auditor.checkpoint import load_model
     from auditor.tasks import build_tasks
 
@@ -377,7 +403,17 @@ def certify(
         loaded = loaded.model_copy(update={"policy": loaded.policy.model_copy(update={"sampling": sampling})})
     policy = loaded.policy
     tasks = build_tasks(loaded)  # bad task specs fail before the (slow) model load
-    lm = load_model(model or policy.model, policy.dtype, policy.device, base_dir=loaded.base_dir)
+    sharding = distributed.from_environment()
+    device = sharding.device(policy.device) if sharding is not None else policy.device
+    gpus = sharding.gpus() if sharding is not None else None
+    lm = load_model(model or policy.model, policy.dtype, device, loaded.base_dir, device_map=device_map, gpus=gpus)
+    if sharding is not None and not sharding.is_main:
+        plan = sampling_plan(policy, tasks)
+        perturber = make_perturber(lm.model, policy)
+        compute = functools.partial(compute_draw, lm.model, lm.tokenizer, tasks, perturber, plan, DrawTimer())
+        distributed.serve_draws(sharding, compute)
+        distributed.shutdown()
+        return None
     started = dt.datetime.now(dt.timezone.utc)
     if out_dir is None and resume:
         out_dir = find_resumable(reports, loaded.sha256)
@@ -396,8 +432,11 @@ def certify(
         resume=resume,
         run_id=run_dir.name,
         on_draw=on_draw,
+        source=distributed.ShardedDraws(sharding) if sharding is not None else None,
     )
     files = publish_certificate(cert, run_dir, key)
+    if sharding is not None:
+        distributed.shutdown()
     return AuditRun(
         certificate=cert,
         files=files,

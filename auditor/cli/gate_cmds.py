@@ -133,6 +133,7 @@ def _recertify(
         model_dir = merge_adapter(base, result.candidate, out_dir / "merged-candidate")
     console.print(f"recertifying {model_dir} under the certificate's policy (sequential) …")
     run = audit.certify(loaded, model=str(model_dir), out_dir=out_dir, sequential=True)
+    assert run is not None, "recertification runs in a single process (not under torchrun)"
     new_cert, files = run.certificate, run.files
     return {
         "verdict": new_cert.verdict,
