@@ -59,10 +59,10 @@ class Sharding:
         return self.rank == 0
 
     def device(self, requested: str) -> str:
-        """'auto' means this rank's own GPU (cuda:LOCAL_RANK) when there are GPUs; anything else is kept."""
+        """'auto' or 'cuda' mean this rank's own GPU (cuda:LOCAL_RANK) when there are GPUs; others are kept."""
         import torch
 
-        if requested == "auto" and torch.cuda.is_available():
+        if requested in ("auto", "cuda") and torch.cuda.is_available():
             return f"cuda:{self.local_rank % torch.cuda.device_count()}"
         return requested
 
