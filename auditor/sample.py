@@ -224,8 +224,10 @@ def run_draws(
             results = log.done[draw]["results"]
             resumed += 1
         else:
-            pending_now = pending[bisect.bisect_left(pending, draw) :]
-            results = compute(draw) if source is None else source.results(draw, pending_now, compute)
+            if source is None:
+                results = compute(draw)
+            else:
+                results = source.results(draw, pending[bisect.bisect_left(pending, draw) :], compute)
             log.append(draw, results)
         used += 1
         for task in tasks:
