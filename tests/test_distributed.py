@@ -255,6 +255,18 @@ def test_two_processes_certify_exactly_like_one(tmp_path, tiny_model_dir, monkey
     assert proc.stdout.count("verdict: PASS") == 1  # one report, from rank 0
 
 
+def test_accelerate_launch_shards_the_same_way(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    policy = write_policy(tmp_path, tiny_model_dir, draws=5, need=0.0)
+    assert main(["certify", str(policy), "--out", str(tmp_path / "one"), "--no-progress"]) == 0
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+    cmd += ["-m", "auditor", "certify", str(policy), "--out", str(tmp_path / "two"), "--no-progress"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert comparable(tmp_path / "two") == comparable(tmp_path / "one")
+
+
 def _pids_with_rank(root_pid: int, rank: str) -> list[int]:
     """Descendants of `root_pid` launched with RANK=`rank` (read from /proc)."""
     children: dict[int, list[int]] = {}
