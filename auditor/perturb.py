@@ -178,10 +178,10 @@ class Perturber:
             seconds = _estimate_h2d_seconds(nbytes, device)
             log.info(
                 "pristine copy on the host for %s (%.2f GiB does not fit beside the model): each draw copies it "
-                "back twice, about %.2f s per draw at the measured host-to-device bandwidth",
+                "back after the draw, about %.2f s per draw at the measured host-to-device bandwidth",
                 dev,
                 gib,
-                2 * seconds,
+                seconds,
             )
 
     def noise(self, draw: int, index: int, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -226,24 +226,28 @@ class Perturber:
             self.restore()
         self._dirty = True
         reuse = self.cache_noise and self._cached_draw == draw
+        self._cached_draw = None  # until every buffer holds this draw's noise
+        negate = self.cache_noise and sign < 0
         for chunk in self._chunks:
-            ps = [self.params[j] for j in chunk]
+            ps: list[torch.Tensor] = [self.params[j] for j in chunk]
             zs = self._chunk_buffers(chunk)
             if not reuse:
                 for j, z in zip(chunk, zs, strict=True):
                     self.noise(draw, j, out=z)
                 # the cache holds sigma*eps; negating it for the antithetic half is exact
                 torch._foreach_mul_(zs, self.sigma if self.cache_noise else sign * self.sigma)
-            if self.cache_noise and sign < 0:
-                zs = list(torch._foreach_neg(zs))
             if ps[0].dtype == torch.float32:
-                torch._foreach_add_(ps, zs)
-            else:  # the sum in fp32 (the weights are pristine here), one cast
-                if self.cache_noise and sign > 0:
-                    zs = list(torch._foreach_add(zs, ps))  # the cached noise must survive
-                else:
-                    torch._foreach_add_(zs, ps)
-                torch._foreach_copy_(ps, zs)
+                (torch._foreach_sub_ if negate else torch._foreach_add_)(ps, zs)
+                continue
+            # other dtypes: the sum in fp32 (the weights are pristine here), one cast; the cache must survive
+            if negate:
+                zs = list(torch._foreach_neg(zs))
+                torch._foreach_add_(zs, ps)
+            elif self.cache_noise:
+                zs = list(torch._foreach_add(zs, ps))
+            else:
+                torch._foreach_add_(zs, ps)
+            torch._foreach_copy_(ps, zs)
         self._cached_draw = draw if self.cache_noise else None
         self.current = (draw, sign)
 
@@ -251,7 +255,7 @@ class Perturber:
     def restore(self) -> None:
         """Copy the pristine weights back: bit-exact, no arithmetic."""
         for chunk in self._chunks:
-            ps = [self.params[j] for j in chunk]
+            ps: list[torch.Tensor] = [self.params[j] for j in chunk]
             torch._foreach_copy_(ps, [self.pristine[j] for j in chunk], non_blocking=True)
         self._dirty = False
         self.current = None

@@ -114,3 +114,27 @@ def test_cli_device_map_gives_the_same_certificate(tmp_path, tiny_model_dir, mon
         for k in ("started", "finished", "run_id", "artifacts"):
             runs[name].pop(k, None)
     assert runs["plain"] == runs["mapped"]
+
+
+def test_an_apply_cut_short_does_not_leave_a_stale_noise_cache(monkeypatch):
+    model = make_model(tie=False)
+    theta0 = _state(model)
+    pert = Perturber(model, sigma=0.05, seed=2, cache_noise=True)
+    pert.apply(4)
+    pert.restore()
+    real_noise, calls = pert.noise, []
+
+    def failing(draw, index, out=None):
+        calls.append(index)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory")
+        return real_noise(draw, index, out)
+
+    monkeypatch.setattr(pert, "noise", failing)
+    with pytest.raises(RuntimeError):
+        pert.apply(5)  # overwrote some cached buffers with draw 5's noise, then failed
+    monkeypatch.setattr(pert, "noise", real_noise)
+    pert.apply(4, sign=-1.0)
+    params = dict(model.named_parameters())
+    for name, expected in _reference(theta0, pert, 4, -0.05).items():
+        assert torch.equal(params[name], expected), name
