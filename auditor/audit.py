@@ -394,7 +394,7 @@ def certify(
     import time
 
     from auditor import distributed
-    from auditor.checkpoint import load_model
+    from auditor.checkpoint import load_model, load_weights
     from auditor.tasks import build_tasks
 
     t0 = time.perf_counter()
@@ -406,14 +406,17 @@ def certify(
     sharding = distributed.from_environment()
     device = sharding.device(policy.device) if sharding is not None else policy.device
     gpus = sharding.gpus() if sharding is not None else None
-    lm = load_model(model or policy.model, policy.dtype, device, loaded.base_dir, device_map=device_map, gpus=gpus)
-    if sharding is not None and not sharding.is_main:
+    if sharding is not None and not sharding.is_main:  # a worker: no identity (file hashes), no files written
+        weights, tokenizer, _, _ = load_weights(
+            model or policy.model, policy.dtype, device, loaded.base_dir, device_map, gpus
+        )
         plan = sampling_plan(policy, tasks)
-        perturber = make_perturber(lm.model, policy)
-        compute = functools.partial(compute_draw, lm.model, lm.tokenizer, tasks, perturber, plan, DrawTimer())
+        perturber = make_perturber(weights, policy)
+        compute = functools.partial(compute_draw, weights, tokenizer, tasks, perturber, plan, DrawTimer())
         distributed.serve_draws(sharding, compute)
         distributed.shutdown()
         return None
+    lm = load_model(model or policy.model, policy.dtype, device, loaded.base_dir, device_map=device_map, gpus=gpus)
     started = dt.datetime.now(dt.timezone.utc)
     if out_dir is None and resume:
         out_dir = find_resumable(reports, loaded.sha256)

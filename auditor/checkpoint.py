@@ -229,6 +229,20 @@ def load_model(
 
     With `device_map` the weights are spread over the GPUs by accelerate and `device` is unused.
     """
+    lm, tokenizer, name, root = load_weights(model, dtype, device, base_dir, device_map, gpus)
+    n_params = sum(p.numel() for p in lm.parameters())
+    return LoadedModel(lm, tokenizer, model_identity(name, root, dtype, n_params), root)
+
+
+def load_weights(
+    model: str,
+    dtype: str = "float32",
+    device: str = "auto",
+    base_dir: Path | None = None,
+    device_map: str | None = None,
+    gpus: list[int] | None = None,
+) -> tuple[Any, Any, str, Path]:
+    """(model, tokenizer, name, directory) without hashing the files: for ranks that only compute draws."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -246,8 +260,7 @@ def load_model(
     else:
         _check_placement(lm, root)
     lm.eval()
-    n_params = sum(p.numel() for p in lm.parameters())
-    return LoadedModel(lm, tokenizer, model_identity(name, root, dtype, n_params), root)
+    return lm, tokenizer, name, root
 
 
 def memory_identity(model: Any, name: str = "in-memory") -> ModelIdentity:
