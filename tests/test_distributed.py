@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 
 from auditor.cli import main
 from auditor.distributed import ShardedDraws, Sharding, launched_rank, launched_world_size, serve_draws
-from auditor.sample import DrawLog, SamplingPlan, run_draws
+from auditor.sample import DrawLog, DrawTimer, SamplingPlan, compute_draw, run_draws
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,14 +155,11 @@ class DrawAware:
 def _sharded_run(tmp_path: Path, world: int, max_draws: int | None, resume_from: Path | None = None) -> Any:
     task = ValueTask()
     pert = DrawAware(task)
-    plan = SamplingPlan(design="batched", draws=12, seed=0, batch_size=1, max_draws=max_draws, alpha_per_task=0.2)
-    plan = SamplingPlan(**{**plan.__dict__, "thresholds": {"t": 0.2}})
+    plan = SamplingPlan(
+        design="batched", draws=12, seed=0, batch_size=1, max_draws=max_draws, alpha_per_task=0.2, thresholds={"t": 0.2}
+    )
     path = resume_from or tmp_path / f"log-{world}-{max_draws}.jsonl"
     log = DrawLog(path, {"h": 1}, resume=resume_from is not None)
-    from functools import partial
-
-    from auditor.sample import DrawTimer, compute_draw
-
     compute = partial(compute_draw, None, None, [task], pert, plan, DrawTimer())
     ranks = FakeRanks(world, compute) if world > 1 else None
     try:
