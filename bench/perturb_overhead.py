@@ -5,7 +5,7 @@ what a draw scores (every task on draw 0's examples, the policy's batch size); t
 draws, the time of `Perturber.apply` (noise generation and the in-place update) and of `restore`.
 Targets: ratio <= 0.5 on a CPU, <= 0.10 on a GPU. On CUDA every timing is synchronised.
 
-    python bench/perturb_overhead.py [--policy policies/default.yaml] [--draws 5] [--threads 1] [--write]
+    python bench/perturb_overhead.py [--policy P] [--draws 5] [--threads 1] [--dtype bfloat16] [--write]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device-map", default=None, help="load with accelerate's device map (e.g. auto)")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="override the policy's dtype")
     ap.add_argument("--write", action="store_true", help="also write reports/perturb_overhead.md")
     args = ap.parse_args()
 
@@ -49,6 +50,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     loaded = load_policy(args.policy)
     policy = loaded.policy
+    if args.dtype:
+        policy = policy.model_copy(update={"dtype": args.dtype})
     tasks = build_tasks(loaded)
     lm = load_model(policy.model, policy.dtype, policy.device, loaded.base_dir, device_map=args.device_map)
     device = str(next(lm.model.parameters()).device)
