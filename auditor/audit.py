@@ -29,7 +29,17 @@ from auditor.certificate import (
 from auditor.errors import AuditorError, RunInterrupted
 from auditor.perturb import EmbeddingNoise, Perturber, derive_seed
 from auditor.policy import LoadedPolicy, Policy, parse_policy
-from auditor.sample import DrawLog, SampleResult, SamplingPlan, clean_scores, read_header, run_draws
+from auditor.sample import (
+    DrawLog,
+    DrawSource,
+    DrawTimer,
+    SampleResult,
+    SamplingPlan,
+    clean_scores,
+    compute_draw,
+    read_header,
+    run_draws,
+)
 from auditor.tasks.base import Example, Task
 
 # Points (in units of sigma) at which the certificate tabulates the bound curves.
@@ -170,6 +180,34 @@ def _overall(results: list[TaskResult], policy: Policy) -> tuple[Verdict, list[s
     return "pass", ["every task meets its requirement"]
 
 
+def make_perturber(model: Any, policy: Policy) -> Any:
+    """The noise the policy asks for: on the selected weights, or on the input embeddings."""
+    pert = policy.perturbation
+    if pert.space == "input-embeddings":
+        return EmbeddingNoise(model, pert.sigma, policy.seed)
+    return Perturber(
+        model,
+        pert.sigma,
+        policy.seed,
+        pert.include,
+        pert.exclude,
+        cache_noise=policy.sampling.design == "antithetic",
+    )
+
+
+def sampling_plan(policy: Policy, tasks: Sequence[Task]) -> SamplingPlan:
+    return SamplingPlan(
+        design=policy.sampling.design,
+        draws=policy.sampling.draws,
+        seed=policy.seed,
+        batch_size=policy.sampling.batch_size,
+        subset=policy.sampling.subset,
+        max_draws=policy.sampling.max_draws,
+        alpha_per_task=stats.bonferroni(policy.alpha, len(tasks)),
+        thresholds={t.name: pass_threshold(policy, t.name) for t in tasks},
+    )
+
+
 def run_audit(
     model: Any,
     tokenizer: Any,
@@ -181,33 +219,15 @@ def run_audit(
     resume: bool = False,
     run_id: str | None = None,
     on_draw: Callable[[int, dict[str, float]], None] | None = None,
+    source: DrawSource | None = None,
 ) -> tuple[Certificate, SampleResult]:
     """Sample, bound and judge: the certificate for `model` under `loaded` (nothing written but the log)."""
     policy = loaded.policy
     started = dt.datetime.now(dt.timezone.utc)
     pert = policy.perturbation
-    if pert.space == "input-embeddings":
-        perturber: Any = EmbeddingNoise(model, pert.sigma, policy.seed)
-    else:
-        perturber = Perturber(
-            model,
-            pert.sigma,
-            policy.seed,
-            pert.include,
-            pert.exclude,
-            cache_noise=policy.sampling.design == "antithetic",
-        )
-    alpha_task = stats.bonferroni(policy.alpha, len(tasks))
-    plan = SamplingPlan(
-        design=policy.sampling.design,
-        draws=policy.sampling.draws,
-        seed=policy.seed,
-        batch_size=policy.sampling.batch_size,
-        subset=policy.sampling.subset,
-        max_draws=policy.sampling.max_draws,
-        alpha_per_task=alpha_task,
-        thresholds={t.name: pass_threshold(policy, t.name) for t in tasks},
-    )
+    perturber = make_perturber(model, policy)
+    plan = sampling_plan(policy, tasks)
+    alpha_task = plan.alpha_per_task
     header = {
         "policy_sha256": loaded.sha256,
         "model_root_digest": identity.root_digest,
@@ -217,7 +237,7 @@ def run_audit(
     log = DrawLog(log_path, header, resume)  # locks the run folder: a second run fails before any work
     try:
         clean = clean_scores(model, tokenizer, tasks, policy.sampling.batch_size)
-        sample = run_draws(model, tokenizer, tasks, perturber, plan, log, on_draw)
+        sample = run_draws(model, tokenizer, tasks, perturber, plan, log, on_draw, source)
     finally:
         log.close()
     results = [_task_result(t, policy, sample, clean[t.name], alpha_task) for t in tasks]
@@ -365,15 +385,21 @@ def certify(
     key: Path | None = None,
     on_start: Callable[[int, list[str]], None] | None = None,
     on_draw: Callable[[int, dict[str, float]], None] | None = None,
-) -> AuditRun:
+    device_map: str | None = None,
+) -> AuditRun | None:
     """The whole job: load the model, sample, bound, judge, write (and sign) the certificate.
 
     `model` overrides the policy's model (e.g. to audit a fine-tuned candidate under a base's policy);
-    `sequential` turns on early stopping within the policy's draw budget when its bound allows it.
+    `sequential` turns on early stopping within the policy's draw budget when its bound allows it;
+    `device_map` ('auto', 'balanced', ...) spreads a model too large for one device over the GPUs.
+    Under torchrun / accelerate launch the draws are sharded over the ranks (auditor.distributed):
+    rank 0 returns the run, the other ranks compute their share of the draws and return None.
     """
+    import functools
     import time
 
-    from auditor.checkpoint import load_model
+    from auditor import distributed
+    from auditor.checkpoint import load_model, load_weights
     from auditor.tasks import build_tasks
 
     t0 = time.perf_counter()
@@ -385,9 +411,22 @@ def certify(
         loaded = loaded.model_copy(update={"policy": loaded.policy.model_copy(update={"sampling": sampling})})
     policy = loaded.policy
     tasks = build_tasks(loaded)  # bad task specs fail before the (slow) model load
-    if out_dir is not None:
+    sharding = distributed.from_environment()
+    if out_dir is not None and (sharding is None or sharding.is_main):
         DrawLog.check_free(out_dir)  # another run on this folder: fail before the model load
-    lm = load_model(model or policy.model, policy.dtype, policy.device, base_dir=loaded.base_dir)
+    device = sharding.device(policy.device) if sharding is not None else policy.device
+    gpus = sharding.gpus() if sharding is not None else None
+    if sharding is not None and not sharding.is_main:  # a worker: no identity (file hashes), no files written
+        weights, tokenizer, _, _ = load_weights(
+            model or policy.model, policy.dtype, device, loaded.base_dir, device_map, gpus
+        )
+        plan = sampling_plan(policy, tasks)
+        perturber = make_perturber(weights, policy)
+        compute = functools.partial(compute_draw, weights, tokenizer, tasks, perturber, plan, DrawTimer())
+        distributed.serve_draws(sharding, compute)
+        distributed.shutdown()
+        return None
+    lm = load_model(model or policy.model, policy.dtype, device, loaded.base_dir, device_map=device_map, gpus=gpus)
     started = dt.datetime.now(dt.timezone.utc)
     if out_dir is None and resume:
         out_dir = find_resumable(reports, loaded.sha256)
@@ -407,10 +446,13 @@ def certify(
             resume=resume,
             run_id=run_dir.name,
             on_draw=on_draw,
+            source=distributed.ShardedDraws(sharding) if sharding is not None else None,
         )
     except KeyboardInterrupt as exc:
         raise RunInterrupted(run_dir) from exc  # the CLI prints the exact command to resume it
     files = publish_certificate(cert, run_dir, key)
+    if sharding is not None:
+        distributed.shutdown()
     return AuditRun(
         certificate=cert,
         files=files,

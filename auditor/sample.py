@@ -13,13 +13,15 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import json
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -225,6 +227,62 @@ def _decide(plan: SamplingPlan, seqs: dict[str, stats.BettingSequence]) -> dict[
     return out
 
 
+@dataclass
+class DrawTimer:
+    """Seconds this process spent applying noise and evaluating under it."""
+
+    noise: float = 0.0
+    eval: float = 0.0
+
+
+def compute_draw(
+    model: Any,
+    tokenizer: Any,
+    tasks: Sequence[Task],
+    perturber: Any,
+    plan: SamplingPlan,
+    timer: DrawTimer,
+    draw: int,
+) -> dict[str, Any]:
+    """Score every task under draw `draw`'s noise: the record the draw log stores for it."""
+    signs = (1.0, -1.0) if plan.design == "antithetic" else (1.0,)
+    results = {}
+    outcomes: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
+    for sign in signs:
+        t0 = time.perf_counter()
+        perturber.apply(draw, sign)
+        t1 = time.perf_counter()
+        try:
+            for task in tasks:
+                idx = draw_indices(task, plan, draw)
+                outcomes[task.name].append(task.evaluate(model, tokenizer, idx, plan.batch_size))
+        finally:
+            perturber.restore()
+        timer.noise += t1 - t0
+        timer.eval += time.perf_counter() - t1
+    for task in tasks:
+        scores = outcomes[task.name]
+        # unit: the mean over examples, averaged over the antithetic pair when there is one
+        results[task.name] = {
+            "value": float(np.mean([s.mean() for s in scores])),
+            "evaluations": int(sum(s.size for s in scores)),
+            "correct": [int(s.sum()) for s in scores],
+        }
+    return results
+
+
+class DrawSource(Protocol):
+    """Where the loop gets the records of draws it has not logged yet (e.g. shards on other processes)."""
+
+    def results(self, draw: int, pending: Sequence[int], compute: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
+        """The record of `draw`, the first of `pending` (the unlogged draws in index order)."""
+        ...
+
+    def finish(self) -> None:
+        """The loop is done: drop any draw computed past the stop."""
+        ...
+
+
 def run_draws(
     model: Any,
     tokenizer: Any,
@@ -233,13 +291,19 @@ def run_draws(
     plan: SamplingPlan,
     log: DrawLog,
     on_draw: Callable[[int, dict[str, float]], None] | None = None,
+    source: DrawSource | None = None,
 ) -> SampleResult:
-    """Run draws 0..budget-1 (skipping those in the log), stopping early once every task is decided."""
+    """Run draws 0..budget-1 (skipping those in the log), stopping early once every task is decided.
+
+    Draws are consumed in index order whoever computes them (`source`, default this process), so
+    the log, the stop and the result are the same however the work was spread.
+    """
     per_task = {t.name: TaskDraws() for t in tasks}
     seqs = {t.name: stats.BettingSequence(plan.alpha_per_task) for t in tasks} if plan.max_draws else {}
     decided: dict[str, str] = {}
-    t_noise = t_eval = 0.0
-    signs = (1.0, -1.0) if plan.design == "antithetic" else (1.0,)
+    timer = DrawTimer()
+    compute = functools.partial(compute_draw, model, tokenizer, tasks, perturber, plan, timer)
+    pending = [d for d in range(plan.budget) if d not in log.done]
     used = resumed = 0
     for draw in range(plan.budget):
         if draw in log.done:
@@ -249,28 +313,10 @@ def run_draws(
                 raise AuditorError(f"{log.path}: draw {draw} has no record of task {lacking[0]}: the log is damaged")
             resumed += 1
         else:
-            results = {}
-            outcomes: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
-            for sign in signs:
-                t0 = time.perf_counter()
-                perturber.apply(draw, sign)
-                t1 = time.perf_counter()
-                try:
-                    for task in tasks:
-                        idx = draw_indices(task, plan, draw)
-                        outcomes[task.name].append(task.evaluate(model, tokenizer, idx, plan.batch_size))
-                finally:
-                    perturber.restore()
-                t_noise += t1 - t0
-                t_eval += time.perf_counter() - t1
-            for task in tasks:
-                scores = outcomes[task.name]
-                # unit: the mean over examples, averaged over the antithetic pair when there is one
-                results[task.name] = {
-                    "value": float(np.mean([s.mean() for s in scores])),
-                    "evaluations": int(sum(s.size for s in scores)),
-                    "correct": [int(s.sum()) for s in scores],
-                }
+            if source is None:
+                results = compute(draw)
+            else:
+                results = source.results(draw, pending[bisect.bisect_left(pending, draw) :], compute)
             log.append(draw, results)
         used += 1
         for task in tasks:
@@ -285,7 +331,9 @@ def run_draws(
             decided = _decide(plan, seqs)
             if all(v != "undecided" for v in decided.values()):
                 break
-    return SampleResult(used, per_task, decided, t_noise, t_eval, resumed)
+    if source is not None:
+        source.finish()
+    return SampleResult(used, per_task, decided, timer.noise, timer.eval, resumed)
 
 
 def clean_scores(model: Any, tokenizer: Any, tasks: Sequence[Task], batch_size: int) -> dict[str, float]:

@@ -23,6 +23,18 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def _log_to(console: Any) -> None:
+    # placement decisions (device map, where the pristine copy lives, its cost) are logged at INFO
+    import logging
+
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("auditor")
+    if not logger.handlers:
+        logger.addHandler(RichHandler(console=console, show_time=False, show_path=False))
+        logger.setLevel(logging.INFO)
+
+
 @cli.command()
 @click.argument("policy", required=False, type=click.Path(dir_okay=False, path_type=Path))
 def validate(policy: Path | None) -> int:
@@ -100,6 +112,11 @@ def _verdict_table(cert: Any) -> Any:
     envvar="AUDITOR_THREADS",
     help="CPU threads for torch (env AUDITOR_THREADS). On a shared machine 1 avoids oversubscription.",
 )
+@click.option(
+    "--device-map",
+    type=click.Choice(["auto", "balanced", "balanced_low_0", "sequential"]),
+    help="Spread a model too large for one GPU over several (accelerate big-model loading).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def certify(
     policy: Path | None,
@@ -110,9 +127,14 @@ def certify(
     sequential: bool,
     key: Path | None,
     threads: int | None,
+    device_map: str | None,
     no_progress: bool,
 ) -> int:
-    """Audit a model under a policy (default: the built-in SmolLM2 with policies/default.yaml)."""
+    """Audit a model under a policy (default: the built-in SmolLM2 with policies/default.yaml).
+
+    Under `torchrun --nproc_per_node N -m auditor certify ...` (or `accelerate launch`) the draws are
+    shared by the N processes; rank 0 writes the log and the certificate, the others print nothing.
+    """
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -124,6 +146,7 @@ def certify(
     )
 
     from auditor.audit import certify as run_certify
+    from auditor.distributed import launched_rank
     from auditor.policy import load_policy
     from auditor.signing import resolve_key
 
@@ -135,6 +158,10 @@ def certify(
 
         torch.set_num_threads(threads)
     _quiet_libraries()
+    worker = launched_rank() != 0
+    no_progress = no_progress or worker  # only rank 0 reports
+    if not no_progress:
+        _log_to(console)
     progress = Progress(
         TextColumn("[bold]draws"),
         BarColumn(),
@@ -167,7 +194,10 @@ def certify(
             key=key,
             on_start=on_start,
             on_draw=on_draw,
+            device_map=device_map,
         )
+    if run is None:  # a worker rank: its draws went to rank 0
+        return EXIT_PASS
     cert = run.certificate
     out = Console()
     out.print(_verdict_table(cert))

@@ -116,6 +116,7 @@ def _recertify(
             run = audit.certify(
                 loaded, model=str(model_dir), out_dir=run_dir, sequential=True, on_start=on_start, on_draw=on_draw
             )
+        assert run is not None, "recertification runs in a single process (not under torchrun)"
     new_cert, files = run.certificate, run.files
     if show:
         console.print(_verdict_table(new_cert))
