@@ -143,7 +143,7 @@ def report(results: dict[tuple[str, int], dict[str, float]], caps: dict[str, flo
         cells = " | ".join(f"{w[k]:.4f}" for k in cols)
         flag = "✓" if ratio <= TOLERANCE else "✗"
         lines.append(f"| {design} | {n} | {cells} | {best} | {ratio:.3f} {flag} | {w['oracle']:.4f} |")
-    cap_lines = ["| bound | p_lower |", "|---|---|"] + [
+    cap_lines = ["| bound (or quantity) | p_lower (or value) |", "|---|---|"] + [
         f"| {k} | {v:.4f} |" if isinstance(v, float) and k != "n" else f"| {k} | {int(v)} |" for k, v in caps.items()
     ]
     designs = "; ".join(f"{k}: {DESIGNS[k].description}" for k in CELL_DESIGNS)
