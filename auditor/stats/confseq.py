@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import logsumexp
 
 from auditor.stats._validate import check_alpha, check_rows, check_sample
 
@@ -69,10 +68,16 @@ def _bets(x: np.ndarray, alpha: float) -> np.ndarray:
     return _bet_size(t, s2_prev, -math.log(alpha))
 
 
+def _log_mean_exp(log_k: np.ndarray) -> np.ndarray:
+    """log of the equal-weight average over axis 0 of exp(log_k), without overflow."""
+    top = log_k.max(axis=0)
+    return top + np.log(np.exp(log_k - top).mean(axis=0))
+
+
 def _mixture_log_capital(x: np.ndarray, lam: np.ndarray, m: np.ndarray, caps: np.ndarray) -> np.ndarray:
     """log K_t(m), t = 1..n; x, lam (rows, n); m (rows, 1) or scalar; caps (J, rows, 1) or (J, 1, 1)."""
     per_c = np.cumsum(np.log1p(np.minimum(lam, caps) * (x - m)), axis=-1)  # (J, rows, n)
-    return logsumexp(per_c, axis=0) - math.log(len(BETTING_TRUNCATIONS))
+    return _log_mean_exp(per_c)
 
 
 def betting_log_capital(x: np.ndarray, m: float, alpha: float) -> np.ndarray:
@@ -175,7 +180,7 @@ class _LowerSequence:
         d = x - mu
         self._sum_dev2 += d * d
         self._s2 = (0.25 + self._sum_dev2) / (t + 1.0)
-        log_mix = logsumexp(self._log_k, axis=0) - math.log(len(BETTING_TRUNCATIONS))
+        log_mix = _log_mean_exp(self._log_k)
         kept = np.flatnonzero(log_mix < self._log_inv_alpha)
         # m = 1 is never rejected (every factor <= 1 there), so `kept` is never empty
         j = int(kept[0])
