@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from auditor import __version__, bounds, stats
+from auditor import __version__, bounds, fragility, stats, verdicts
 from auditor.certificate import (
     BoundCurve,
     Certificate,
@@ -23,16 +23,32 @@ from auditor.certificate import (
     SamplingRecord,
     TaskResult,
     ToolRecord,
-    Verdict,
 )
-from auditor.errors import AuditorError
-from auditor.perturb import EmbeddingNoise, Perturber, derive_seed
+from auditor.errors import AuditorError, PolicyError
 from auditor.policy import LoadedPolicy, Policy, parse_policy
-from auditor.sample import DrawLog, SampleResult, SamplingPlan, clean_scores, read_header, run_draws
+from auditor.sample import (
+    RECORD_FORMAT,
+    CleanRun,
+    DrawLog,
+    SampleResult,
+    SamplingPlan,
+    clean_run,
+    make_perturber,
+    plan_from_policy,
+    read_header,
+    run_draws,
+)
 from auditor.tasks.base import Example, Task
 
 # Points (in units of sigma) at which the certificate tabulates the bound curves.
 CURVE_STEPS = [0.0, 0.125, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0]
+CLEAN_FILE = "clean.json"
+REPLAY_NOTE = (
+    "Anyone holding the model, the policy and this run's folder (draws.jsonl, clean.json, certificate.json) can "
+    "re-run recorded draws and compare every per-example outcome with the log: `auditor replay RUN_DIR --draws K` "
+    "(K draws picked from the seed; or --draw I for given ones). Exit 0: identical; 1: the differing draws and "
+    "examples are named. Draw i depends only on (seed, i), so any draw replays alone."
+)
 
 
 @dataclass
@@ -46,21 +62,6 @@ class AuditRun:
     seconds_eval: float
     draws_used: int
     resumed_draws: int
-
-
-def pass_threshold(policy: Policy, name: str) -> float | None:
-    """The p_lower a task needs: its min_p_lower and, for min_radius, the p giving that radius at q."""
-    spec = next(t for t in policy.tasks if t.name == name)
-    needs = []
-    if spec.require.min_p_lower is not None:
-        needs.append(spec.require.min_p_lower)
-    if spec.require.min_radius is not None:
-        from scipy.stats import norm
-
-        needs.append(
-            float(norm.cdf(norm.ppf(policy.gate.target) + spec.require.min_radius / policy.perturbation.sigma))
-        )
-    return max(needs) if needs else None
 
 
 def _display_path(path: Path | None) -> str | None:
@@ -87,48 +88,39 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _units(values: list[float], policy: Policy, name: str) -> np.ndarray:
-    x = np.asarray(values, dtype=float)
-    if policy.sampling.randomised_rounding:
-        rng = np.random.default_rng(derive_seed(policy.seed, name, "rounding"))
-        x = stats.randomised_rounding(x, rng)
-    return x
+def check_design(loaded: LoadedPolicy) -> None:
+    """Refuse, before any work, a policy whose draws could never meet one of its requirements."""
+    problems = verdicts.unreachable_requirements(loaded.policy)
+    if problems:
+        where = loaded.path or "<policy>"
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise PolicyError(f"{where}: field 'sampling.draws': {problems[0]}{more}")
 
 
 def _task_result(task: Task, policy: Policy, sample: SampleResult, clean: float, alpha_task: float) -> TaskResult:
     spec = next(t for t in policy.tasks if t.name == task.name)
     sampling, sigma, q = policy.sampling, policy.perturbation.sigma, policy.gate.target
-    x = _units(sample.per_task[task.name].values, policy, task.name)
+    x = np.asarray(sample.per_task[task.name].units, dtype=float)  # exactly what the sampler decided on
+    p_hat = float(np.mean(x))
     if sampling.max_draws is not None:  # sequential: the anytime-valid running bound at the stop
         seq = stats.BettingSequence(alpha_task)
-        for v in x:
-            seq.update(float(v))
-        lo, hi = seq.lower, seq.upper
+        seq.extend(x)
+        raw_lo, raw_hi = seq.lower, seq.upper
     else:
-        lo, hi = (
-            stats.lower_bound(sampling.bound, x, alpha_task),
-            stats.upper_bound(sampling.bound, x, alpha_task),
-        )
+        raw_lo = stats.lower_bound(sampling.bound, x, alpha_task)
+        raw_hi = stats.upper_bound(sampling.bound, x, alpha_task)
+    lo, hi = verdicts.reported_interval(raw_lo, raw_hi, p_hat)
     radius = float(bounds.certified_radius(lo, q, sigma))
     curve = bounds.bound_curve(lo, sigma, [sigma * s for s in CURVE_STEPS])
-    reasons: list[str] = []
-    verdict: Verdict = "pass"
-    decided = sample.decided.get(task.name)
-    if spec.require.min_p_lower is not None:
-        ok = lo >= spec.require.min_p_lower
-        reasons.append(f"p_lower {lo:.4f} {'>=' if ok else '<'} required {spec.require.min_p_lower:.4f}")
-        verdict = verdict if ok else "fail"
-    if spec.require.min_radius is not None:
-        ok = radius >= spec.require.min_radius
-        reasons.append(
-            f"certified radius {radius:.3g} {'>=' if ok else '<'} required {spec.require.min_radius:.3g} at q={q}"
-        )
-        verdict = verdict if ok else "fail"
-    if verdict == "fail" and decided == "undecided":
-        verdict = "inconclusive"
-        reasons.append(f"undecided after {sample.draws_used} draws (budget spent)")
-    if not reasons:
-        reasons.append("no requirement set: measured only")
+    judged = verdicts.judge_task(
+        p_lower=lo,
+        radius=radius,
+        min_p_lower=spec.require.min_p_lower,
+        min_radius=spec.require.min_radius,
+        target=q,
+        decision=sample.decided.get(task.name),
+        draws=sample.draws_used,
+    )
     return TaskResult(
         name=task.name,
         description=getattr(task, "describe", lambda: {})(),
@@ -136,10 +128,11 @@ def _task_result(task: Task, policy: Policy, sample: SampleResult, clean: float,
         clean_score=clean,
         draws=sample.draws_used,
         evaluations=sample.per_task[task.name].evaluations,
-        p_hat=float(np.mean(x)),
+        p_hat=p_hat,
         p_lower=float(lo),
         p_upper=float(hi),
-        basin_gap=clean - float(lo),
+        statistical_slack=p_hat - float(lo),
+        loss_under_noise=clean - p_hat,
         target=q,
         radius=radius,
         radius_weak=float(bounds.weak_radius(lo, q, sigma)),
@@ -147,24 +140,49 @@ def _task_result(task: Task, policy: Policy, sample: SampleResult, clean: float,
         curve=BoundCurve(**curve),
         min_p_lower=spec.require.min_p_lower,
         min_radius=spec.require.min_radius,
-        verdict=verdict,
-        reasons=reasons,
+        verdict=judged.verdict,
+        reasons=judged.reasons,
     )
 
 
-def _overall(results: list[TaskResult], policy: Policy) -> tuple[Verdict, list[str]]:
-    verdicts = {r.verdict for r in results}
-    failed = [r.name for r in results if r.verdict == "fail"]
-    open_ = [r.name for r in results if r.verdict == "inconclusive"]
-    if failed:
-        return "fail", [f"task(s) failed: {', '.join(failed)}"]
-    if open_:
-        rule = policy.sampling.inconclusive
-        return ("pass" if rule == "pass" else "inconclusive"), [
-            f"task(s) undecided within the draw budget: {', '.join(open_)} (policy: inconclusive counts as {rule})"
-        ]
-    assert verdicts <= {"pass"}
-    return "pass", ["every task meets its requirement"]
+def write_clean(path: Path, clean: dict[str, CleanRun]) -> None:
+    """The clean model's outcomes (hex-packed like the draw log) and answers, per task."""
+    import json
+
+    from auditor.sample import encode_outcomes
+
+    data = {
+        name: {"outcomes": encode_outcomes(c.outcomes), "n": int(c.outcomes.size), "answers": c.answers}
+        for name, c in clean.items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _with_fragility(
+    results: list[TaskResult],
+    model: Any,
+    tokenizer: Any,
+    tasks: Sequence[Task],
+    perturber: Any,
+    plan: SamplingPlan,
+    sample: SampleResult,
+    clean: dict[str, CleanRun],
+) -> list[TaskResult]:
+    picks = {
+        t.name: fragility.fragile_indices(
+            fragility.count_outcomes(sample.per_task[t.name].records, clean[t.name].outcomes)
+        )
+        for t in tasks
+    }
+    answers = fragility.perturbed_answers(model, tokenizer, tasks, perturber, plan, sample.per_task, picks)
+    out = []
+    for r, t in zip(results, tasks, strict=True):
+        frag = fragility.task_fragility(t, sample.per_task[t.name], clean[t.name], picks[t.name], answers[t.name])
+        out.append(r.model_copy(update={"fragility": frag}))
+    return out
 
 
 def run_audit(
@@ -179,45 +197,33 @@ def run_audit(
     run_id: str | None = None,
     on_draw: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[Certificate, SampleResult]:
-    """Sample, bound and judge: the certificate for `model` under `loaded` (nothing written but the log)."""
+    """Sample, bound and judge: the certificate for `model` under `loaded` (nothing written but the log).
+
+    Next to the log it keeps the clean model's outcomes and answers (clean.json).
+    """
     policy = loaded.policy
+    check_design(loaded)
     started = dt.datetime.now(dt.timezone.utc)
     pert = policy.perturbation
-    if pert.space == "input-embeddings":
-        perturber: Any = EmbeddingNoise(model, pert.sigma, policy.seed)
-    else:
-        perturber = Perturber(
-            model,
-            pert.sigma,
-            policy.seed,
-            pert.include,
-            pert.exclude,
-            cache_noise=policy.sampling.design == "antithetic",
-        )
-    alpha_task = stats.bonferroni(policy.alpha, len(tasks))
-    plan = SamplingPlan(
-        design=policy.sampling.design,
-        draws=policy.sampling.draws,
-        seed=policy.seed,
-        batch_size=policy.sampling.batch_size,
-        subset=policy.sampling.subset,
-        max_draws=policy.sampling.max_draws,
-        alpha_per_task=alpha_task,
-        thresholds={t.name: pass_threshold(policy, t.name) for t in tasks},
-    )
+    perturber = make_perturber(model, policy)
+    plan = plan_from_policy(policy, [t.name for t in tasks])
+    alpha_task = plan.alpha_per_task
     header = {
         "policy_sha256": loaded.sha256,
         "model_root_digest": identity.root_digest,
         "parameters_digest": hashlib.sha256("\n".join(perturber.names).encode()).hexdigest(),
+        "record_format": RECORD_FORMAT,
     }
-    clean = clean_scores(model, tokenizer, tasks, policy.sampling.batch_size)
+    clean = clean_run(model, tokenizer, tasks, policy.sampling.batch_size)
+    write_clean(log_path.parent / CLEAN_FILE, clean)
     log = DrawLog(log_path, header, resume)
     try:
         sample = run_draws(model, tokenizer, tasks, perturber, plan, log, on_draw)
     finally:
         log.close()
-    results = [_task_result(t, policy, sample, clean[t.name], alpha_task) for t in tasks]
-    verdict, reasons = _overall(results, policy)
+    results = [_task_result(t, policy, sample, clean[t.name].score, alpha_task) for t in tasks]
+    results = _with_fragility(results, model, tokenizer, tasks, perturber, plan, sample, clean)
+    verdict, reasons = verdicts.judge_overall([(r.name, r.verdict) for r in results], policy.sampling.inconclusive)
     cert = Certificate(
         run_id=run_id or started.strftime("%Y%m%d-%H%M%S"),
         tool=ToolRecord(name="auditor", version=__version__, versions=_versions()),
@@ -254,6 +260,7 @@ def run_audit(
         tasks=results,
         verdict=verdict,
         reasons=reasons,
+        replay=REPLAY_NOTE,
     )
     return cert, sample
 
@@ -376,6 +383,7 @@ def certify(
         sampling = loaded.policy.sampling.model_copy(update={"max_draws": loaded.policy.sampling.draws})
         loaded = loaded.model_copy(update={"policy": loaded.policy.model_copy(update={"sampling": sampling})})
     policy = loaded.policy
+    check_design(loaded)
     tasks = build_tasks(loaded)  # bad task specs fail before the (slow) model load
     lm = load_model(model or policy.model, policy.dtype, policy.device, base_dir=loaded.base_dir)
     started = dt.datetime.now(dt.timezone.utc)

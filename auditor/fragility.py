@@ -1,0 +1,167 @@
+"""Which examples break under noise: per-example flip rates, the worst examples, per-draw scores.
+
+Everything here is read off the per-example outcomes in the draw log and the clean run; the one
+model call is `perturbed_answers`, which re-runs a recorded draw (same examples, same batches) to
+show what the model answered when it failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from auditor.certificate import FragileExample, Fragility
+from auditor.sample import CleanRun, DrawOutcomes, SamplingPlan, TaskDraws, answer_and_score
+from auditor.tasks.base import Task
+
+TOP_EXAMPLES = 5  # fragile examples shown per task
+HISTOGRAM_BINS = 20
+MAX_REPLAYED_DRAWS = 2  # draws re-run to fetch a perturbed answer (each costs one noise draw)
+TEXT_LIMIT = 240  # characters of prompt/answer kept on the certificate
+
+
+@dataclass
+class ExampleCounts:
+    scored: np.ndarray  # times each example was scored under noise
+    failures: np.ndarray  # ... and scored 0
+    flips: np.ndarray  # ... and differed from the clean outcome
+
+
+def count_outcomes(records: Sequence[DrawOutcomes], clean: np.ndarray) -> ExampleCounts:
+    """Per-example tallies over every draw (both signs of an antithetic pair count)."""
+    n = clean.size
+    scored, failures, flips = np.zeros(n, int), np.zeros(n, int), np.zeros(n, int)
+    for rec in records:
+        idx = np.asarray(rec.indices, dtype=int)
+        for out in rec.outcomes:
+            np.add.at(scored, idx, 1)
+            np.add.at(failures, idx, out == 0)
+            np.add.at(flips, idx, out != clean[idx])
+    return ExampleCounts(scored, failures, flips)
+
+
+def histogram(values: Sequence[float], bins: int = HISTOGRAM_BINS) -> tuple[list[float], list[int]]:
+    """Counts of per-draw scores in equal bins over [0, 1] (the last bin includes 1)."""
+    counts, edges = np.histogram(np.asarray(values, dtype=float), bins=bins, range=(0.0, 1.0))
+    return [float(e) for e in edges], [int(c) for c in counts]
+
+
+def fragile_indices(counts: ExampleCounts, top: int = TOP_EXAMPLES) -> list[int]:
+    """Examples that failed under noise, most often first (by failure rate, then flips, then index)."""
+    rate = np.divide(counts.failures, counts.scored, out=np.zeros(counts.scored.size), where=counts.scored > 0)
+    cand = [i for i in range(rate.size) if counts.failures[i] > 0]
+    cand.sort(key=lambda i: (-rate[i], -counts.flips[i], i))
+    return cand[:top]
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None:
+        return None
+    return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
+
+
+def failing_draw(records: Sequence[DrawOutcomes], index: int) -> tuple[int, float] | None:
+    """The first (draw, sign) in which `index` scored 0."""
+    for rec in records:
+        for k, out in enumerate(rec.outcomes):
+            pos = [j for j, i in enumerate(rec.indices) if i == index]
+            if pos and out[pos[0]] == 0:
+                return rec.draw, (1.0, -1.0)[k]
+    return None
+
+
+def choose_replays(wanted: dict[str, list[tuple[int, float]]]) -> list[tuple[int, float]]:
+    """Greedy: the (draw, sign) pairs that explain the most wanted examples, at most MAX_REPLAYED_DRAWS."""
+    tally: dict[tuple[int, float], int] = {}
+    for pairs in wanted.values():
+        for p in pairs:
+            tally[p] = tally.get(p, 0) + 1
+    return sorted(tally, key=lambda p: (-tally[p], p))[:MAX_REPLAYED_DRAWS]
+
+
+def perturbed_answers(
+    model: Any,
+    tokenizer: Any,
+    tasks: Sequence[Task],
+    perturber: Any,
+    plan: SamplingPlan,
+    per_task: dict[str, TaskDraws],
+    picks: dict[str, list[int]],
+) -> dict[str, dict[int, tuple[int, str]]]:
+    """For fragile examples: (draw, answer) under a recorded draw where they failed.
+
+    The draw is re-run on exactly the examples and batches it scored, so the answer is the one
+    the log's 0 came from; an answer whose outcome no longer matches the log is left out.
+    """
+    wanted: dict[str, list[tuple[int, float]]] = {}
+    first: dict[tuple[str, int], tuple[int, float]] = {}
+    for name, idxs in picks.items():
+        for i in idxs:
+            hit = failing_draw(per_task[name].records, i)
+            if hit is not None:
+                first[(name, i)] = hit
+                wanted.setdefault(name, []).append(hit)
+    out: dict[str, dict[int, tuple[int, str]]] = {name: {} for name in picks}
+    by_name = {t.name: t for t in tasks}
+    for draw, sign in choose_replays(wanted):
+        needed = {name for (name, i), p in first.items() if p == (draw, sign)}
+        if not needed:
+            continue
+        perturber.apply(draw, sign)
+        try:
+            for name in sorted(needed):
+                rec = next(r for r in per_task[name].records if r.draw == draw)
+                scores, answers = answer_and_score(by_name[name], model, tokenizer, rec.indices, plan.batch_size)
+                if answers is None:
+                    continue
+                logged = rec.outcomes[0 if sign > 0 else 1]
+                for j, i in enumerate(rec.indices):
+                    if first.get((name, i)) == (draw, sign) and scores[j] == logged[j] == 0:
+                        out[name][i] = (draw, answers[j])
+        finally:
+            perturber.restore()
+    return out
+
+
+def task_fragility(
+    task: Task,
+    draws: TaskDraws,
+    clean: CleanRun,
+    picks: list[int],
+    answers: dict[int, tuple[int, str]],
+) -> Fragility:
+    """The certificate's fragility section for one task."""
+    counts = count_outcomes(draws.records, clean.outcomes)
+    flip = [float(f / s) if s else None for f, s in zip(counts.flips, counts.scored, strict=True)]
+    edges, hist = histogram(draws.values)
+    rows = []
+    for i in picks:
+        ex = task.examples[i]
+        prompt = getattr(ex, "prompt", None)
+        draw_answer = answers.get(i)
+        rows.append(
+            FragileExample(
+                index=i,
+                prompt=_clip(prompt if isinstance(prompt, str) else repr(ex)),
+                reference=_clip(getattr(ex, "answer", None)),
+                clean_answer=_clip(clean.answers[i]) if clean.answers is not None else None,
+                clean_correct=bool(clean.outcomes[i]),
+                scored=int(counts.scored[i]),
+                failures=int(counts.failures[i]),
+                fail_rate=float(counts.failures[i] / counts.scored[i]),
+                flip_rate=float(counts.flips[i] / counts.scored[i]),
+                perturbed_answer=_clip(draw_answer[1]) if draw_answer else None,
+                perturbed_draw=draw_answer[0] if draw_answer else None,
+            )
+        )
+    return Fragility(
+        flip_rate=flip,
+        scored=[int(s) for s in counts.scored],
+        examples_never_failing=int(np.sum((counts.scored > 0) & (counts.failures == 0))),
+        histogram_edges=edges,
+        histogram_counts=hist,
+        fragile=rows,
+    )
