@@ -25,7 +25,7 @@ VERDICT_WORDS = {
     "pass": "Every task met the policy's requirement at the stated confidence.",
     "fail": "At least one task did not meet the policy's requirement.",
     "inconclusive": "The draws could not decide at least one task either way; more draws may decide it.",
-    "measured": "No task has a requirement: the numbers below were measured, nothing was tested, so this is not a pass.",
+    "measured": "No task has a requirement: the numbers below were measured, nothing was tested: not a pass.",
 }
 VERIFY_COMMAND = "auditor verify certificate.intoto.jsonl --key signing-key.pub --model <model directory>"
 

@@ -54,6 +54,9 @@ class Verification:
             return f"INVALID: {self.reason}"
         cert = self.certificate
         head = f"VALID: certificate {cert.run_id} (verdict {cert.verdict.upper()})" if cert else "VALID"
+        if cert is not None and cert.verdict == "measured":
+            # the signature is valid; the audit tested nothing, so it must not read as a pass
+            head += " — measured only: the policy set no requirement, so the certificate does not pass anything"
         return head + "\n" + "\n".join(f"  - {line}" for line in self.checked)
 
 
