@@ -27,6 +27,7 @@ from auditor.certificate import (
 from auditor.errors import AuditorError, PolicyError
 from auditor.policy import LoadedPolicy, Policy, parse_policy
 from auditor.sample import (
+    CLEAN_FILE,
     RECORD_FORMAT,
     CleanRun,
     DrawLog,
@@ -42,7 +43,6 @@ from auditor.tasks.base import Example, Task
 
 # Points (in units of sigma) at which the certificate tabulates the bound curves.
 CURVE_STEPS = [0.0, 0.125, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0]
-CLEAN_FILE = "clean.json"
 REPLAY_NOTE = (
     "Anyone holding the model, the policy and this run's folder (draws.jsonl, clean.json, certificate.json) can "
     "re-run recorded draws and compare every per-example outcome with the log: `auditor replay RUN_DIR --draws K` "

@@ -37,6 +37,7 @@ from auditor.policy import Policy
 from auditor.tasks.base import Task
 
 RECORD_FORMAT = 2  # draw-log lines carry per-example outcomes (examples + outcomes)
+CLEAN_FILE = "clean.json"  # next to the log: the clean model's outcomes (hex-packed) and answers per task
 
 
 @dataclass(frozen=True)
