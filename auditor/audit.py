@@ -173,7 +173,7 @@ def _with_fragility(
 ) -> list[TaskResult]:
     picks = {
         t.name: fragility.fragile_indices(
-            fragility.count_outcomes(sample.per_task[t.name].records, clean[t.name].outcomes)
+            fragility.count_outcomes(sample.per_task[t.name].records, clean[t.name].outcomes), clean[t.name].outcomes
         )
         for t in tasks
     }

@@ -49,11 +49,15 @@ def histogram(values: Sequence[float], bins: int = HISTOGRAM_BINS) -> tuple[list
     return [float(e) for e in edges], [int(c) for c in counts]
 
 
-def fragile_indices(counts: ExampleCounts, top: int = TOP_EXAMPLES) -> list[int]:
-    """Examples that failed under noise, most often first (by failure rate, then flips, then index)."""
+def fragile_indices(counts: ExampleCounts, clean: np.ndarray, top: int = TOP_EXAMPLES) -> list[int]:
+    """Examples that failed under noise, most often first.
+
+    Those the clean model gets right come first (noise broke them), by failure rate; then those it
+    already gets wrong; ties by index.
+    """
     rate = np.divide(counts.failures, counts.scored, out=np.zeros(counts.scored.size), where=counts.scored > 0)
     cand = [i for i in range(rate.size) if counts.failures[i] > 0]
-    cand.sort(key=lambda i: (-rate[i], -counts.flips[i], i))
+    cand.sort(key=lambda i: (not bool(clean[i]), -rate[i], i))
     return cand[:top]
 
 

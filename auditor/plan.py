@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 
 from auditor import stats, verdicts
+from auditor.fragility import MAX_REPLAYED_DRAWS
 from auditor.perturb import derive_seed
 from auditor.policy import LoadedPolicy
 from auditor.sample import make_perturber
 from auditor.tasks.base import Task
 
-DRAW_GRID = (30, 60, 90, 120, 160, 200, 250, 300, 400, 500)
+DRAW_GRID = (30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 140, 160, 180, 200, 250, 300, 400, 500)
 SUBSET_FRACTIONS = (1.0, 1 / 2, 1 / 3, 1 / 4, 1 / 6, 1 / 8)
 SIMULATIONS = 200
 
@@ -67,30 +68,36 @@ def run_pilot(
     pilot_draws: int,
     setup_seconds: float,
     on_draw: Callable[[int], None] | None = None,
+    cpu_clock: bool = False,
 ) -> Pilot:
-    """Score every example of every task under `pilot_draws` independent pilot noises."""
+    """Score every example of every task under `pilot_draws` independent pilot noises.
+
+    `cpu_clock` times with the process's CPU time instead of the wall clock: on a machine shared
+    with other jobs that is what one uncontended thread would take.
+    """
     policy = loaded.policy
     pilot_policy = policy.model_copy(update={"seed": derive_seed(policy.seed, "pilot") % (2**62)})
     perturber = make_perturber(model, pilot_policy)
     bs = policy.sampling.batch_size
     outcomes: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
+    clock = time.process_time if cpu_clock else time.perf_counter
     noise = 0.0
     evals = {t.name: 0.0 for t in tasks}
     small: dict[str, tuple[int, float]] = {}
     for d in range(pilot_draws):
-        t0 = time.perf_counter()
+        t0 = clock()
         perturber.apply(d, 1.0)
-        noise += time.perf_counter() - t0
+        noise += clock() - t0
         try:
             for t in tasks:
-                t1 = time.perf_counter()
+                t1 = clock()
                 outcomes[t.name].append(np.asarray(t.evaluate(model, tokenizer, range(len(t.examples)), bs)))
-                evals[t.name] += time.perf_counter() - t1
+                evals[t.name] += clock() - t1
                 if d == 0 and len(t.examples) >= 4:  # a second point for the cost of a smaller draw
                     m = len(t.examples) // 4
-                    t2 = time.perf_counter()
+                    t2 = clock()
                     t.evaluate(model, tokenizer, range(m), bs)
-                    small[t.name] = (m, time.perf_counter() - t2)
+                    small[t.name] = (m, clock() - t2)
         finally:
             perturber.restore()
         if on_draw is not None:
@@ -116,11 +123,14 @@ def eval_seconds(pilot: Pilot, name: str, m: int) -> float:
 
 
 def predicted_seconds(pilot: Pilot, draws: int, subset: int | None) -> float:
-    """Setup plus draws x (noise + evaluation of each task's examples per draw)."""
+    """Setup plus draws x (noise + evaluation of each task's examples per draw).
+
+    Plus up to MAX_REPLAYED_DRAWS draws re-run for the fragility section; rendering is not counted.
+    """
     per_draw = pilot.noise_seconds
     for name, n in pilot.n_examples.items():
         per_draw += eval_seconds(pilot, name, n if subset is None else min(subset, n))
-    return pilot.setup_seconds + draws * per_draw
+    return pilot.setup_seconds + (draws + MAX_REPLAYED_DRAWS) * per_draw
 
 
 def simulate_units(outcomes: np.ndarray, subset: int | None, draws: int, sims: int, seed: int) -> np.ndarray:
@@ -181,3 +191,26 @@ def best(cands: Sequence[Candidate]) -> Candidate | None:
     """Among those that fit: the smallest worst-task slack, then the fastest."""
     fitting = [c for c in cands if c.fits]
     return min(fitting, key=lambda c: (round(c.worst_slack, 3), c.seconds)) if fitting else None
+
+
+def pilot_to_json(pilot: Pilot) -> dict[str, Any]:
+    """The pilot as plain data (to keep beside a plan, or to re-plan without re-running it)."""
+    return {
+        "setup_seconds": pilot.setup_seconds,
+        "noise_seconds": pilot.noise_seconds,
+        "eval_seconds": pilot.eval_seconds,
+        "small_seconds": {k: list(v) for k, v in pilot.small_seconds.items()},
+        "outcomes": {k: v.astype(int).tolist() for k, v in pilot.outcomes.items()},
+        "n_examples": pilot.n_examples,
+    }
+
+
+def pilot_from_json(data: dict[str, Any]) -> Pilot:
+    return Pilot(
+        setup_seconds=float(data["setup_seconds"]),
+        noise_seconds=float(data["noise_seconds"]),
+        eval_seconds={k: float(v) for k, v in data["eval_seconds"].items()},
+        small_seconds={k: (int(v[0]), float(v[1])) for k, v in data["small_seconds"].items()},
+        outcomes={k: np.asarray(v, dtype=float) for k, v in data["outcomes"].items()},
+        n_examples={k: int(v) for k, v in data["n_examples"].items()},
+    )

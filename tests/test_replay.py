@@ -37,7 +37,8 @@ def test_counts_flips_and_fragile_order():
     assert c.scored.tolist() == [2, 2, 2, 2]
     assert c.failures.tolist() == [1, 2, 1, 1]
     assert c.flips.tolist() == [1, 2, 1, 1]
-    assert fragile_indices(c) == [1, 0, 2, 3]  # fails 2/2 first, then 1/2 by index
+    # clean-correct examples broken by noise first (2/2, then 1/2 by index), then the clean-wrong one
+    assert fragile_indices(c, clean) == [1, 0, 3, 2]
     edges, counts = histogram([0.0, 0.5, 1.0, 1.0])
     assert len(edges) == len(counts) + 1 and sum(counts) == 4 and counts[-1] == 2
 

@@ -9,6 +9,8 @@ import click
 from auditor.cli import cli
 from auditor.errors import EXIT_FAIL, EXIT_PASS
 
+# likely outcome per task, in the table's task order
+DECISION_MARKS = {"pass": "pass", "undecided": "open", "fail/undecided": "FAIL?", "measured": "—"}
 THREADS = click.option(
     "--threads",
     type=click.IntRange(min=1),
@@ -32,13 +34,32 @@ def _threads(threads: int | None) -> None:
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), help="Wall-time budget for the audit.")
 @click.option("--pilot-draws", type=click.IntRange(min=2), default=4, show_default=True, help="Pilot noise draws.")
 @click.option("--top", type=click.IntRange(min=1), default=15, show_default=True, help="Candidates shown.")
+@click.option(
+    "--cpu-clock",
+    is_flag=True,
+    help="Time the pilot in CPU seconds (what one uncontended thread takes) instead of wall seconds.",
+)
+@click.option(
+    "--pilot-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Reuse this pilot if the file exists, else run one and save it there (JSON).",
+)
 @THREADS
-def plan(policy: Path | None, minutes: float | None, pilot_draws: int, top: int, threads: int | None) -> int:
+def plan(
+    policy: Path | None,
+    minutes: float | None,
+    pilot_draws: int,
+    top: int,
+    cpu_clock: bool,
+    pilot_file: Path | None,
+    threads: int | None,
+) -> int:
     """Run a short pilot and predict wall time and slack p̂ − p_lower for (draws, subset) pairs.
 
     The pilot uses its own seed: its draws are independent of the audit's and never enter a
     certificate. Predictions resample the pilot's per-example outcomes: an estimate, not a bound.
     """
+    import json
     import time
 
     from rich.console import Console
@@ -56,13 +77,19 @@ def plan(policy: Path | None, minutes: float | None, pilot_draws: int, top: int,
     check_design(loaded)
     p = loaded.policy
     tasks = build_tasks(loaded)
-    _threads(threads)
-    t0 = time.perf_counter()
-    lm = load_model(p.model, p.dtype, p.device, base_dir=loaded.base_dir)
-    clean_run(lm.model, lm.tokenizer, tasks, p.sampling.batch_size)
-    setup = time.perf_counter() - t0
-    err.print(f"pilot: {pilot_draws} draws of {', '.join(f'{t.name} [{len(t.examples)}]' for t in tasks)}…")
-    pilot = planner.run_pilot(lm.model, lm.tokenizer, tasks, loaded, pilot_draws, setup)
+    if pilot_file is not None and pilot_file.exists():
+        pilot = planner.pilot_from_json(json.loads(pilot_file.read_text(encoding="utf-8")))
+    else:
+        _threads(threads)
+        clock = time.process_time if cpu_clock else time.perf_counter
+        t0 = clock()
+        lm = load_model(p.model, p.dtype, p.device, base_dir=loaded.base_dir)
+        clean_run(lm.model, lm.tokenizer, tasks, p.sampling.batch_size)
+        setup = clock() - t0
+        err.print(f"pilot: {pilot_draws} draws of {', '.join(f'{t.name} [{len(t.examples)}]' for t in tasks)}…")
+        pilot = planner.run_pilot(lm.model, lm.tokenizer, tasks, loaded, pilot_draws, setup, cpu_clock=cpu_clock)
+        if pilot_file is not None:
+            pilot_file.write_text(json.dumps(planner.pilot_to_json(pilot)), encoding="utf-8")
     budget = minutes * 60 if minutes is not None else None
     cands = planner.candidates(pilot, loaded, budget)
     chosen = planner.best(cands)
@@ -72,8 +99,8 @@ def plan(policy: Path | None, minutes: float | None, pilot_draws: int, top: int,
         title=f"candidates{f' within {minutes:g} min' if minutes else ''} (predicted from the pilot)",
         title_justify="left",
     )
-    for col in ("draws", "subset", "time", *[f"{n} p̂−p_lower" for n in names], "decided"):
-        table.add_column(col, justify="right" if col != "decided" else "left")
+    for col in ("draws", "subset", "time", *[f"{n} p̂−p_lower" for n in names], "likely verdicts"):
+        table.add_column(col, justify="right" if col != "likely verdicts" else "left")
     for c in shown:
         mark = " ←" if c is chosen else ""
         table.add_row(
@@ -81,11 +108,13 @@ def plan(policy: Path | None, minutes: float | None, pilot_draws: int, top: int,
             "all" if c.subset is None else str(c.subset),
             f"{c.seconds / 60:.1f} min",
             *[f"{c.slack[n]:.3f}" for n in names],
-            ", ".join(f"{n} {c.decided[n]}" for n in names) + mark,
+            " ".join(DECISION_MARKS[c.decided[n]] for n in names) + mark,
         )
+    unit = "CPU s" if cpu_clock else "s"
     out.print(
-        f"pilot: setup (load + clean pass) {pilot.setup_seconds:.1f} s, noise {pilot.noise_seconds:.2f} s/draw, "
-        + ", ".join(f"{n} {pilot.eval_seconds[n]:.2f} s/draw" for n in names)
+        f"pilot, in {unit}: setup (load + clean pass) {pilot.setup_seconds:.1f}, "
+        f"noise {pilot.noise_seconds:.2f} per draw, "
+        + ", ".join(f"{n} {pilot.eval_seconds[n]:.2f} per draw" for n in names)
     )
     out.print(table)
     if chosen is None:
