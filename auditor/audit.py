@@ -29,15 +29,14 @@ from auditor.policy import LoadedPolicy, Policy, parse_policy
 from auditor.sample import (
     CLEAN_FILE,
     RECORD_FORMAT,
-    CleanRun,
     DrawLog,
     SampleResult,
-    SamplingPlan,
     clean_run,
     make_perturber,
     plan_from_policy,
     read_header,
     run_draws,
+    write_clean,
 )
 from auditor.tasks.base import Example, Task
 
@@ -145,46 +144,6 @@ def _task_result(task: Task, policy: Policy, sample: SampleResult, clean: float,
     )
 
 
-def write_clean(path: Path, clean: dict[str, CleanRun]) -> None:
-    """The clean model's outcomes (hex-packed like the draw log) and answers, per task."""
-    import json
-
-    from auditor.sample import encode_outcomes
-
-    data = {
-        name: {"outcomes": encode_outcomes(c.outcomes), "n": int(c.outcomes.size), "answers": c.answers}
-        for name, c in clean.items()
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-def _with_fragility(
-    results: list[TaskResult],
-    model: Any,
-    tokenizer: Any,
-    tasks: Sequence[Task],
-    perturber: Any,
-    plan: SamplingPlan,
-    sample: SampleResult,
-    clean: dict[str, CleanRun],
-) -> list[TaskResult]:
-    picks = {
-        t.name: fragility.fragile_indices(
-            fragility.count_outcomes(sample.per_task[t.name].records, clean[t.name].outcomes), clean[t.name].outcomes
-        )
-        for t in tasks
-    }
-    answers = fragility.perturbed_answers(model, tokenizer, tasks, perturber, plan, sample.per_task, picks)
-    out = []
-    for r, t in zip(results, tasks, strict=True):
-        frag = fragility.task_fragility(t, sample.per_task[t.name], clean[t.name], picks[t.name], answers[t.name])
-        out.append(r.model_copy(update={"fragility": frag}))
-    return out
-
-
 def run_audit(
     model: Any,
     tokenizer: Any,
@@ -222,7 +181,7 @@ def run_audit(
     finally:
         log.close()
     results = [_task_result(t, policy, sample, clean[t.name].score, alpha_task) for t in tasks]
-    results = _with_fragility(results, model, tokenizer, tasks, perturber, plan, sample, clean)
+    results = fragility.with_fragility(results, model, tokenizer, tasks, perturber, plan, sample, clean)
     verdict, reasons = verdicts.judge_overall([(r.name, r.verdict) for r in results], policy.sampling.inconclusive)
     cert = Certificate(
         run_id=run_id or started.strftime("%Y%m%d-%H%M%S"),

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from auditor.certificate import FragileExample, Fragility
-from auditor.sample import CleanRun, DrawOutcomes, SamplingPlan, TaskDraws, answer_and_score
+from auditor.certificate import FragileExample, Fragility, TaskResult
+from auditor.sample import CleanRun, DrawOutcomes, SampleResult, SamplingPlan, TaskDraws, answer_and_score
 from auditor.tasks.base import Task
 
 TOP_EXAMPLES = 5  # fragile examples shown per task
@@ -169,3 +169,28 @@ def task_fragility(
         histogram_counts=hist,
         fragile=rows,
     )
+
+
+def with_fragility(
+    results: list[TaskResult],
+    model: Any,
+    tokenizer: Any,
+    tasks: Sequence[Task],
+    perturber: Any,
+    plan: SamplingPlan,
+    sample: SampleResult,
+    clean: dict[str, CleanRun],
+) -> list[TaskResult]:
+    """The task results with their fragility sections (re-running at most MAX_REPLAYED_DRAWS draws)."""
+    picks = {
+        t.name: fragile_indices(
+            count_outcomes(sample.per_task[t.name].records, clean[t.name].outcomes), clean[t.name].outcomes
+        )
+        for t in tasks
+    }
+    answers = perturbed_answers(model, tokenizer, tasks, perturber, plan, sample.per_task, picks)
+    out = []
+    for r, t in zip(results, tasks, strict=True):
+        frag = task_fragility(t, sample.per_task[t.name], clean[t.name], picks[t.name], answers[t.name])
+        out.append(r.model_copy(update={"fragility": frag}))
+    return out

@@ -317,6 +317,18 @@ def clean_run(model: Any, tokenizer: Any, tasks: Sequence[Task], batch_size: int
     return out
 
 
+def write_clean(path: Path, clean: dict[str, CleanRun]) -> None:
+    """The clean model's outcomes (hex-packed like the draw log) and answers, per task."""
+    data = {
+        name: {"outcomes": encode_outcomes(c.outcomes), "n": int(c.outcomes.size), "answers": c.answers}
+        for name, c in clean.items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def make_perturber(model: Any, policy: Policy) -> Any:
     """The noise source the policy asks for (weights or input embeddings)."""
     pert = policy.perturbation
