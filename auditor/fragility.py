@@ -19,7 +19,7 @@ from auditor.tasks.base import Task
 
 TOP_EXAMPLES = 5  # fragile examples shown per task
 HISTOGRAM_BINS = 20
-MAX_REPLAYED_DRAWS = 2  # draws re-run to fetch a perturbed answer (each costs one noise draw)
+MAX_REPLAYED_DRAWS = 6  # draws re-run to fetch perturbed answers (each costs one noise draw)
 TEXT_LIMIT = 240  # characters of prompt/answer kept on the certificate
 
 
@@ -67,23 +67,36 @@ def _clip(text: str | None) -> str | None:
     return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
 
 
-def failing_draw(records: Sequence[DrawOutcomes], index: int) -> tuple[int, float] | None:
-    """The first (draw, sign) in which `index` scored 0."""
+def failing_draws(records: Sequence[DrawOutcomes], index: int) -> list[tuple[int, float]]:
+    """Every (draw, sign) in which `index` scored 0."""
+    out = []
     for rec in records:
-        for k, out in enumerate(rec.outcomes):
-            pos = [j for j, i in enumerate(rec.indices) if i == index]
-            if pos and out[pos[0]] == 0:
-                return rec.draw, (1.0, -1.0)[k]
-    return None
+        pos = [j for j, i in enumerate(rec.indices) if i == index]
+        for k, outcome in enumerate(rec.outcomes):
+            if pos and outcome[pos[0]] == 0:
+                out.append((rec.draw, (1.0, -1.0)[k]))
+    return out
 
 
-def choose_replays(wanted: dict[str, list[tuple[int, float]]]) -> list[tuple[int, float]]:
-    """Greedy: the (draw, sign) pairs that explain the most wanted examples, at most MAX_REPLAYED_DRAWS."""
-    tally: dict[tuple[int, float], int] = {}
-    for pairs in wanted.values():
-        for p in pairs:
-            tally[p] = tally.get(p, 0) + 1
-    return sorted(tally, key=lambda p: (-tally[p], p))[:MAX_REPLAYED_DRAWS]
+def choose_replays(wanted: dict[tuple[str, int], list[tuple[int, float]]]) -> dict[tuple[str, int], tuple[int, float]]:
+    """Greedy set cover: few (draw, sign) pairs in which as many wanted examples as possible failed.
+
+    At most MAX_REPLAYED_DRAWS pairs; returns the pair chosen for each example it covers.
+    """
+    chosen: dict[tuple[str, int], tuple[int, float]] = {}
+    left = {key: set(pairs) for key, pairs in wanted.items() if pairs}
+    for _ in range(MAX_REPLAYED_DRAWS):
+        tally: dict[tuple[int, float], int] = {}
+        for pairs in left.values():
+            for p in pairs:
+                tally[p] = tally.get(p, 0) + 1
+        if not tally:
+            break
+        best = min(tally, key=lambda p: (-tally[p], p))
+        for key in [k for k, pairs in left.items() if best in pairs]:
+            chosen[key] = best
+            del left[key]
+    return chosen
 
 
 def perturbed_answers(
@@ -100,20 +113,12 @@ def perturbed_answers(
     The draw is re-run on exactly the examples and batches it scored, so the answer is the one
     the log's 0 came from; an answer whose outcome no longer matches the log is left out.
     """
-    wanted: dict[str, list[tuple[int, float]]] = {}
-    first: dict[tuple[str, int], tuple[int, float]] = {}
-    for name, idxs in picks.items():
-        for i in idxs:
-            hit = failing_draw(per_task[name].records, i)
-            if hit is not None:
-                first[(name, i)] = hit
-                wanted.setdefault(name, []).append(hit)
+    wanted = {(name, i): failing_draws(per_task[name].records, i) for name, idxs in picks.items() for i in idxs}
+    first = choose_replays(wanted)
     out: dict[str, dict[int, tuple[int, str]]] = {name: {} for name in picks}
     by_name = {t.name: t for t in tasks}
-    for draw, sign in choose_replays(wanted):
+    for draw, sign in sorted(set(first.values())):
         needed = {name for (name, i), p in first.items() if p == (draw, sign)}
-        if not needed:
-            continue
         perturber.apply(draw, sign)
         try:
             for name in sorted(needed):

@@ -111,3 +111,17 @@ def test_replayed_draws_come_from_the_seed():
     assert pick_draws(7, list(range(30)), 3) == pick_draws(7, list(range(30)), 3)
     assert pick_draws(7, list(range(30)), 3) != pick_draws(8, list(range(30)), 3)
     assert pick_draws(7, [0, 1], 5) == [0, 1]
+
+
+def test_perturbed_answers_come_from_few_covering_draws():
+    from auditor.fragility import choose_replays, failing_draws
+
+    recs = [
+        DrawOutcomes(1, [0, 1], [np.array([0, 1], np.uint8)]),
+        DrawOutcomes(2, [0, 1], [np.array([0, 0], np.uint8)]),
+        DrawOutcomes(4, [2], [np.array([0], np.uint8)]),
+    ]
+    assert failing_draws(recs, 0) == [(1, 1.0), (2, 1.0)] and failing_draws(recs, 3) == []
+    wanted = {("t", i): failing_draws(recs, i) for i in (0, 1, 2, 3)}
+    chosen = choose_replays(wanted)
+    assert chosen == {("t", 0): (2, 1.0), ("t", 1): (2, 1.0), ("t", 2): (4, 1.0)}  # two draws cover all three
