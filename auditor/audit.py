@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from auditor import __version__, bounds, stats
+from auditor import __version__, bounds, fragility, stats, verdicts
 from auditor.attest import policy_files
 from auditor.certificate import (
     BoundCurve,
@@ -24,26 +24,34 @@ from auditor.certificate import (
     SamplingRecord,
     TaskResult,
     ToolRecord,
-    Verdict,
 )
-from auditor.errors import AuditorError, RunInterrupted
-from auditor.perturb import EmbeddingNoise, Perturber, derive_seed
+from auditor.errors import AuditorError, PolicyError, RunInterrupted
 from auditor.policy import LoadedPolicy, Policy, parse_policy
 from auditor.sample import (
+    CLEAN_FILE,
+    RECORD_FORMAT,
     DrawLog,
     DrawSource,
     DrawTimer,
     SampleResult,
-    SamplingPlan,
-    clean_scores,
+    clean_run,
     compute_draw,
+    make_perturber,
+    plan_from_policy,
     read_header,
     run_draws,
+    write_clean,
 )
 from auditor.tasks.base import Example, Task
 
 # Points (in units of sigma) at which the certificate tabulates the bound curves.
 CURVE_STEPS = [0.0, 0.125, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0]
+REPLAY_NOTE = (
+    "Anyone holding the model, the policy and this run's folder (draws.jsonl, clean.json, certificate.json) can "
+    "re-run recorded draws and compare every per-example outcome with the log: `auditor replay RUN_DIR --draws K` "
+    "(K draws picked from the seed; or --draw I for given ones). Exit 0: identical; 1: the differing draws and "
+    "examples are named. Draw i depends only on (seed, i), so any draw replays alone."
+)
 
 
 @dataclass
@@ -57,21 +65,6 @@ class AuditRun:
     seconds_eval: float
     draws_used: int
     resumed_draws: int
-
-
-def pass_threshold(policy: Policy, name: str) -> float | None:
-    """The p_lower a task needs: its min_p_lower and, for min_radius, the p giving that radius at q."""
-    spec = next(t for t in policy.tasks if t.name == name)
-    needs = []
-    if spec.require.min_p_lower is not None:
-        needs.append(spec.require.min_p_lower)
-    if spec.require.min_radius is not None:
-        from scipy.stats import norm
-
-        needs.append(
-            float(norm.cdf(norm.ppf(policy.gate.target) + spec.require.min_radius / policy.perturbation.sigma))
-        )
-    return max(needs) if needs else None
 
 
 def _display_path(path: Path | None) -> str | None:
@@ -98,50 +91,38 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _units(values: list[float], policy: Policy, name: str) -> np.ndarray:
-    x = np.asarray(values, dtype=float)
-    if policy.sampling.randomised_rounding:
-        rng = np.random.default_rng(derive_seed(policy.seed, name, "rounding"))
-        x = stats.randomised_rounding(x, rng)
-    return x
+def check_design(loaded: LoadedPolicy) -> None:
+    """Refuse, before any work, a policy whose draws could never meet one of its requirements."""
+    problems = verdicts.unreachable_requirements(loaded.policy)
+    if problems:
+        where = loaded.path or "<policy>"
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise PolicyError(f"{where}: field 'sampling.draws': {problems[0]}{more}")
 
 
 def _task_result(task: Task, policy: Policy, sample: SampleResult, clean: float, alpha_task: float) -> TaskResult:
     spec = next(t for t in policy.tasks if t.name == task.name)
     sampling, sigma, q = policy.sampling, policy.perturbation.sigma, policy.gate.target
-    x = _units(sample.per_task[task.name].values, policy, task.name)
-    if sampling.max_draws is not None:  # sequential: the anytime-valid running bound at the stop
-        seq = stats.BettingSequence(alpha_task)
-        for v in x:
-            seq.update(float(v))
-        lo, hi = seq.lower, seq.upper
-    else:  # a randomised bound (star-bets) takes its u from the certificate's seed, never from the scores
-        rng = np.random.default_rng(derive_seed(policy.seed, task.name, "bound"))
-        u_lo, u_hi = (stats.seeded_u(rng), stats.seeded_u(rng)) if sampling.bound in stats.RANDOMISED else (1.0, 1.0)
-        lo, hi = (
-            stats.lower_bound(sampling.bound, x, alpha_task, u_lo),
-            stats.upper_bound(sampling.bound, x, alpha_task, u_hi),
-        )
+    units = np.asarray(sample.per_task[task.name].units, dtype=float)  # exactly what the sampler decided on
+    p_hat, lo, hi = verdicts.task_interval(
+        units,
+        bound=sampling.bound,
+        sequential=sampling.max_draws is not None,
+        alpha=alpha_task,
+        seed=policy.seed,
+        task=task.name,
+    )
     radius = float(bounds.certified_radius(lo, q, sigma))
     curve = bounds.bound_curve(lo, sigma, [sigma * s for s in CURVE_STEPS])
-    reasons: list[str] = []
-    verdict: Verdict = "pass"
-    decided = sample.decided.get(task.name)
-    if spec.require.min_p_lower is not None:
-        ok = lo >= spec.require.min_p_lower
-        reasons.append(f"p_lower {lo:.4f} {'>=' if ok else '<'} required {spec.require.min_p_lower:.4f}")
-        verdict = verdict if ok else "fail"
-    if spec.require.min_radius is not None:
-        ok = radius >= spec.require.min_radius
-        reasons.append(
-            f"certified radius {radius:.3g} {'>=' if ok else '<'} required {spec.require.min_radius:.3g} at q={q}"
-        )
-        verdict = verdict if ok else "fail"
-    if verdict == "fail" and decided == "undecided":
-        verdict = "inconclusive"
-        reasons.append(f"undecided after {sample.draws_used} draws (budget spent)")
-    if not reasons:
-        reasons.append("no requirement set: measured only")
+    judged = verdicts.judge_task(
+        p_lower=lo,
+        radius=radius,
+        min_p_lower=spec.require.min_p_lower,
+        min_radius=spec.require.min_radius,
+        target=q,
+        decision=sample.decided.get(task.name),
+        draws=sample.draws_used,
+    )
     return TaskResult(
         name=task.name,
         description=getattr(task, "describe", lambda: {})(),
@@ -149,10 +130,11 @@ def _task_result(task: Task, policy: Policy, sample: SampleResult, clean: float,
         clean_score=clean,
         draws=sample.draws_used,
         evaluations=sample.per_task[task.name].evaluations,
-        p_hat=float(np.mean(x)),
+        p_hat=p_hat,
         p_lower=float(lo),
         p_upper=float(hi),
-        basin_gap=clean - float(lo),
+        statistical_slack=p_hat - float(lo),
+        loss_under_noise=clean - p_hat,
         target=q,
         radius=radius,
         radius_weak=float(bounds.weak_radius(lo, q, sigma)),
@@ -160,51 +142,8 @@ def _task_result(task: Task, policy: Policy, sample: SampleResult, clean: float,
         curve=BoundCurve(**curve),
         min_p_lower=spec.require.min_p_lower,
         min_radius=spec.require.min_radius,
-        verdict=verdict,
-        reasons=reasons,
-    )
-
-
-def _overall(results: list[TaskResult], policy: Policy) -> tuple[Verdict, list[str]]:
-    verdicts = {r.verdict for r in results}
-    failed = [r.name for r in results if r.verdict == "fail"]
-    open_ = [r.name for r in results if r.verdict == "inconclusive"]
-    if failed:
-        return "fail", [f"task(s) failed: {', '.join(failed)}"]
-    if open_:
-        rule = policy.sampling.inconclusive
-        return ("pass" if rule == "pass" else "inconclusive"), [
-            f"task(s) undecided within the draw budget: {', '.join(open_)} (policy: inconclusive counts as {rule})"
-        ]
-    assert verdicts <= {"pass"}
-    return "pass", ["every task meets its requirement"]
-
-
-def make_perturber(model: Any, policy: Policy) -> Any:
-    """The noise the policy asks for: on the selected weights, or on the input embeddings."""
-    pert = policy.perturbation
-    if pert.space == "input-embeddings":
-        return EmbeddingNoise(model, pert.sigma, policy.seed)
-    return Perturber(
-        model,
-        pert.sigma,
-        policy.seed,
-        pert.include,
-        pert.exclude,
-        cache_noise=policy.sampling.design == "antithetic",
-    )
-
-
-def sampling_plan(policy: Policy, tasks: Sequence[Task]) -> SamplingPlan:
-    return SamplingPlan(
-        design=policy.sampling.design,
-        draws=policy.sampling.draws,
-        seed=policy.seed,
-        batch_size=policy.sampling.batch_size,
-        subset=policy.sampling.subset,
-        max_draws=policy.sampling.max_draws,
-        alpha_per_task=stats.bonferroni(policy.alpha, len(tasks)),
-        thresholds={t.name: pass_threshold(policy, t.name) for t in tasks},
+        verdict=judged.verdict,
+        reasons=judged.reasons,
     )
 
 
@@ -221,27 +160,34 @@ def run_audit(
     on_draw: Callable[[int, dict[str, float]], None] | None = None,
     source: DrawSource | None = None,
 ) -> tuple[Certificate, SampleResult]:
-    """Sample, bound and judge: the certificate for `model` under `loaded` (nothing written but the log)."""
+    """Sample, bound and judge: the certificate for `model` under `loaded` (nothing written but the log).
+
+    Next to the log it keeps the clean model's outcomes and answers (clean.json).
+    """
     policy = loaded.policy
+    check_design(loaded)
     started = dt.datetime.now(dt.timezone.utc)
     pert = policy.perturbation
     perturber = make_perturber(model, policy)
-    plan = sampling_plan(policy, tasks)
+    plan = plan_from_policy(policy, [t.name for t in tasks])
     alpha_task = plan.alpha_per_task
     header = {
         "policy_sha256": loaded.sha256,
         "model_root_digest": identity.root_digest,
         "parameters_digest": hashlib.sha256("\n".join(perturber.names).encode()).hexdigest(),
+        "record_format": RECORD_FORMAT,
     }
     attested = policy_files(loaded)  # hashed before any draw: what the draws were scored with
     log = DrawLog(log_path, header, resume)  # locks the run folder: a second run fails before any work
     try:
-        clean = clean_scores(model, tokenizer, tasks, policy.sampling.batch_size)
+        clean = clean_run(model, tokenizer, tasks, policy.sampling.batch_size)
+        write_clean(log_path.parent / CLEAN_FILE, clean)
         sample = run_draws(model, tokenizer, tasks, perturber, plan, log, on_draw, source)
     finally:
         log.close()
-    results = [_task_result(t, policy, sample, clean[t.name], alpha_task) for t in tasks]
-    verdict, reasons = _overall(results, policy)
+    results = [_task_result(t, policy, sample, clean[t.name].score, alpha_task) for t in tasks]
+    results = fragility.with_fragility(results, model, tokenizer, tasks, perturber, plan, sample, clean)
+    verdict, reasons = verdicts.judge_overall([(r.name, r.verdict) for r in results], policy.sampling.inconclusive)
     cert = Certificate(
         run_id=run_id or started.strftime("%Y%m%d-%H%M%S"),
         tool=ToolRecord(name="auditor", version=__version__, versions=_versions()),
@@ -279,6 +225,7 @@ def run_audit(
         verdict=verdict,
         reasons=reasons,
         attested_files=attested,
+        replay=REPLAY_NOTE,
     )
     return cert, sample
 
@@ -410,6 +357,7 @@ def certify(
         )
         loaded = loaded.model_copy(update={"policy": loaded.policy.model_copy(update={"sampling": sampling})})
     policy = loaded.policy
+    check_design(loaded)
     tasks = build_tasks(loaded)  # bad task specs fail before the (slow) model load
     sharding = distributed.from_environment()
     if out_dir is not None and (sharding is None or sharding.is_main):
@@ -420,7 +368,7 @@ def certify(
         weights, tokenizer, _, _ = load_weights(
             model or policy.model, policy.dtype, device, loaded.base_dir, device_map, gpus
         )
-        plan = sampling_plan(policy, tasks)
+        plan = plan_from_policy(policy, [t.name for t in tasks])
         perturber = make_perturber(weights, policy)
         compute = functools.partial(compute_draw, weights, tokenizer, tasks, perturber, plan, DrawTimer())
         distributed.serve_draws(sharding, compute)

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from auditor.errors import AuditorError
 
-CERTIFICATE_VERSION: Literal[1] = 1
-Verdict = Literal["pass", "fail", "inconclusive"]
+CERTIFICATE_VERSION: Literal[2] = 2
+# "measured": the task (or, overall, every task) has no requirement: numbers only, never a pass.
+Verdict = Literal["pass", "fail", "inconclusive", "measured"]
 
 GUARANTEE = (
     "With probability at least 1 - alpha over the audit's random draws, for every task the smoothed score "
@@ -25,7 +26,8 @@ GUARANTEE = (
 )
 DOES_NOT_CLAIM = [
     "It does not bound the raw (unsmoothed) score of the model or of a fine-tuned model; the raw score of a "
-    "changed model can fall further by the basin gap (clean score minus smoothed score).",
+    "changed model can fall further by the loss under noise (clean score minus smoothed score), which the "
+    "certificate estimates (clean minus p_hat) but does not bound.",
     "It says nothing about changes to parameters outside the perturbed set, nor about tasks or prompts "
     "outside the audited benchmark.",
     "The certified radius is an L2 distance in weight space of order sigma; typical fine-tunes move the weights "
@@ -113,6 +115,33 @@ class BoundCurve(_Frozen):
     weak: list[float]
 
 
+class FragileExample(_Frozen):
+    """One example that failed under noise: how often, and what the model answered clean and perturbed."""
+
+    index: int = Field(description="Position of the example in the task.")
+    prompt: str | None
+    reference: str | None
+    clean_answer: str | None = Field(description="The unperturbed model's answer (None for opaque scorers).")
+    clean_correct: bool
+    scored: int = Field(description="Times the example was scored under noise.")
+    failures: int
+    fail_rate: float
+    flip_rate: float = Field(description="Fraction of noisy scorings whose outcome differs from the clean one.")
+    perturbed_answer: str | None = Field(description="An answer under a draw where it failed (re-run from the log).")
+    perturbed_draw: int | None
+
+
+class Fragility(_Frozen):
+    """Per-example view of the draws: which examples flip, and how the per-draw scores spread."""
+
+    flip_rate: list[float | None] = Field(description="Per example: fraction of noisy scorings that differ from clean.")
+    scored: list[int] = Field(description="Per example: times scored under noise.")
+    examples_never_failing: int
+    histogram_edges: list[float]
+    histogram_counts: list[int] = Field(description="Per-draw scores (mean outcome) in equal bins over [0, 1].")
+    fragile: list[FragileExample] = Field(description="The examples failing most often under noise.")
+
+
 class TaskResult(_Frozen):
     """Measurements, bounds and verdict for one task."""
 
@@ -125,7 +154,8 @@ class TaskResult(_Frozen):
     p_hat: float
     p_lower: float
     p_upper: float
-    basin_gap: float = Field(description="clean_score - p_lower: an upper estimate of the raw-score basin gap.")
+    statistical_slack: float = Field(description="p_hat - p_lower: what the finite number of draws costs.")
+    loss_under_noise: float = Field(description="clean_score - p_hat: the measured drop of the score under noise.")
     target: float
     radius: float = Field(description="Certified L2 radius for the target (strong theorem).")
     radius_weak: float
@@ -135,6 +165,7 @@ class TaskResult(_Frozen):
     min_radius: float | None
     verdict: Verdict
     reasons: list[str]
+    fragility: Fragility | None = None
 
 
 class ToolRecord(_Frozen):
@@ -148,7 +179,7 @@ class ToolRecord(_Frozen):
 class Certificate(_Frozen):
     """A complete, versioned audit certificate."""
 
-    certificate_version: Literal[1] = CERTIFICATE_VERSION
+    certificate_version: Literal[2] = CERTIFICATE_VERSION
     run_id: str
     tool: ToolRecord
     started: str
@@ -163,6 +194,10 @@ class Certificate(_Frozen):
     reasons: list[str]
     guarantee: str = GUARANTEE
     does_not_claim: list[str] = Field(default_factory=lambda: list(DOES_NOT_CLAIM))
+    replay: str = Field(
+        "",
+        description="How a third party re-runs recorded draws and checks every per-example outcome against the log.",
+    )
     artifacts: dict[str, str] = Field(
         default_factory=dict, description="Digests (sha256) of rendered HTML/PDF, keyed by file name."
     )

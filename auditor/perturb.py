@@ -10,7 +10,6 @@ noise in bf16 and drifted).
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -19,13 +18,9 @@ from typing import Any
 
 import torch
 
+from auditor.seeding import derive_seed
+
 log = logging.getLogger(__name__)
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from any tuple of values (stable across processes and platforms)."""
-    digest = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 def select_parameters(model: torch.nn.Module, include: Sequence[str], exclude: Sequence[str]) -> list[str]:

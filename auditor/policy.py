@@ -17,6 +17,8 @@ from auditor.errors import PolicyError
 
 SCHEMA_VERSION = 1
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+# Fewest draws each bound is defined for (stats.BOUNDS[...].min_n; a test keeps the two in step).
+MIN_DRAWS = {"clopper-pearson": 1, "hoeffding": 1, "empirical-bernstein": 2, "betting": 1, "star-bets": 1}
 
 # Phrases that mark a refusal; lower-cased substring match on the model's answer.
 DEFAULT_REFUSAL_KEYWORDS = [
@@ -110,6 +112,8 @@ class SamplingSpec(_Strict):
                 "randomised_rounding: true, or a bounded-mean bound "
                 "(star-bets, betting, hoeffding, empirical-bernstein)"
             )
+        if self.draws < MIN_DRAWS[self.bound]:
+            raise ValueError(f"bound: {self.bound} needs draws >= {MIN_DRAWS[self.bound]}, got draws: {self.draws}")
         if self.max_draws is not None and self.bound != "betting":
             raise ValueError("max_draws (sequential stopping) needs an anytime-valid bound: bound: betting")
         return self

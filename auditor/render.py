@@ -22,9 +22,10 @@ TEMPLATES_DIR = Path(auditor.__file__).resolve().parent.parent / "templates"
 TEMPLATE_NAME = "certificate.html.j2"
 
 VERDICT_WORDS = {
-    "pass": "Every task met the policy's requirement at the stated confidence.",
+    "pass": "Every task with a requirement met it at the stated confidence.",
     "fail": "At least one task did not meet the policy's requirement.",
     "inconclusive": "The draws could not decide at least one task either way; more draws may decide it.",
+    "measured": "No task has a requirement: the numbers below were measured, nothing was tested: not a pass.",
 }
 VERIFY_COMMAND = "auditor verify certificate.intoto.jsonl --key signing-key.pub --model <model directory>"
 

@@ -9,6 +9,13 @@ across draws, and the alpha split across tasks (Bonferroni) covers their depende
 Every draw is appended to a JSONL log and flushed before the next starts; a resumed run re-reads
 the finished draws, and because draw i depends only on (seed, i) the result is the same as an
 uninterrupted run.
+
+Record format (one line per draw): ``{"draw": i, "results": {TASK: {...}}}`` where each task holds
+``value`` (the unit before rounding: the mean 0/1 outcome, averaged over an antithetic pair),
+``evaluations``, ``correct`` (successes per sign), ``examples`` (the scored example indices as
+ranges, e.g. ``"0-7,12,15-23"``, in scoring order) and ``outcomes`` (one hex string per sign: the
+0/1 outcome of each listed example, packed 8 to a byte, first example in the high bit). That is
+enough to recount every unit, rebuild per-example flip rates, and replay a draw example by example.
 """
 
 from __future__ import annotations
@@ -25,10 +32,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from auditor import stats
+from auditor import stats, verdicts
 from auditor.errors import AuditorError
-from auditor.perturb import derive_seed
+from auditor.perturb import EmbeddingNoise, Perturber, derive_seed
+from auditor.policy import Policy
 from auditor.tasks.base import Task
+
+RECORD_FORMAT = 2  # draw-log lines carry per-example outcomes (examples + outcomes)
+CLEAN_FILE = "clean.json"  # next to the log: the clean model's outcomes (hex-packed) and answers per task
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class SamplingPlan:
     max_draws: int | None = None  # set: sequential stopping with an anytime-valid bound
     alpha_per_task: float = 0.01
     thresholds: dict[str, float | None] = field(default_factory=dict)  # task -> p_lower needed to pass
+    randomised_rounding: bool = False
 
     @property
     def budget(self) -> int:
@@ -50,18 +62,29 @@ class SamplingPlan:
 
 
 @dataclass
+class DrawOutcomes:
+    """Which examples one draw scored for a task, and their 0/1 outcomes (one array per sign)."""
+
+    draw: int
+    indices: list[int]
+    outcomes: list[np.ndarray]
+
+
+@dataclass
 class TaskDraws:
-    """Per-draw units of one task."""
+    """Per-draw values (mean outcome), units (what is bounded) and per-example outcomes of one task."""
 
     values: list[float] = field(default_factory=list)
+    units: list[float] = field(default_factory=list)
     evaluations: int = 0
+    records: list[DrawOutcomes] = field(default_factory=list)
 
 
 @dataclass
 class SampleResult:
     draws_used: int
     per_task: dict[str, TaskDraws]
-    decided: dict[str, str]  # task -> 'pass' | 'fail' | 'undecided' (sequential only)
+    decided: dict[str, verdicts.Decision]  # task -> 'pass' | 'fail' | 'undecided' | 'measured' (sequential only)
     seconds_noise: float = 0.0
     seconds_eval: float = 0.0
     resumed_draws: int = 0
@@ -77,6 +100,52 @@ def draw_indices(task: Task, plan: SamplingPlan, draw: int) -> list[int]:
         rng = np.random.default_rng(derive_seed(plan.seed, draw, task.name, "subset"))
         return sorted(int(i) for i in rng.choice(n, size=plan.subset, replace=False))
     return list(range(n))
+
+
+def encode_indices(indices: Sequence[int]) -> str:
+    """Example indices as comma-separated ascending runs: [0, 1, 2, 5] -> "0-2,5" (order kept)."""
+    parts: list[str] = []
+    start = prev = None
+    for i in indices:
+        if prev is not None and i == prev + 1:
+            prev = i
+            continue
+        if start is not None:
+            parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+        start = prev = i
+    if start is not None:
+        parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+    return ",".join(parts)
+
+
+def decode_indices(text: str) -> list[int]:
+    """The inverse of `encode_indices`."""
+    out: list[int] = []
+    for part in filter(None, text.split(",")):
+        a, _, b = part.partition("-")
+        out.extend(range(int(a), int(b or a) + 1))
+    return out
+
+
+def encode_outcomes(outcomes: np.ndarray) -> str:
+    """0/1 outcomes packed 8 to a byte (first in the high bit), as hex."""
+    return np.packbits(np.asarray(outcomes, dtype=np.uint8)).tobytes().hex()
+
+
+def decode_outcomes(text: str, n: int) -> np.ndarray:
+    """The inverse of `encode_outcomes` for n outcomes."""
+    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n].astype(np.uint8)
+
+
+def draw_unit(value: float, plan: SamplingPlan, task: str, draw: int) -> float:
+    """The unit the bound sees for one draw: the value, or its randomised rounding 1{U < value}.
+
+    U comes from (seed, draw, task), so sampler, certificate and replay round the same draw alike.
+    """
+    if not plan.randomised_rounding:
+        return value
+    u = np.random.default_rng(derive_seed(plan.seed, draw, task, "rounding")).random()
+    return float(u < value)
 
 
 def read_header(path: Path) -> dict[str, Any]:
@@ -214,17 +283,21 @@ class DrawLog:
         self._unlock()
 
 
-def _decide(plan: SamplingPlan, seqs: dict[str, stats.BettingSequence]) -> dict[str, str]:
-    out = {}
-    for name, seq in seqs.items():
-        need = plan.thresholds.get(name)
-        if need is None or seq.lower >= need:
-            out[name] = "pass"
-        elif seq.upper < need:
-            out[name] = "fail"
-        else:
-            out[name] = "undecided"
-    return out
+def _decide(plan: SamplingPlan, seqs: dict[str, stats.BettingSequence]) -> dict[str, verdicts.Decision]:
+    # on the interval the certificate will report, over the units it will bound
+    return {
+        name: verdicts.decide(plan.thresholds.get(name), *verdicts.reported_interval(seq.lower, seq.upper, seq.mean))
+        for name, seq in seqs.items()
+    }
+
+
+def record_outcomes(task: str, rec: dict[str, Any], draw: int) -> DrawOutcomes:
+    """Per-example outcomes of one logged task result."""
+    try:
+        idx = decode_indices(rec["examples"])
+        return DrawOutcomes(draw, idx, [decode_outcomes(h, len(idx)) for h in rec["outcomes"]])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise AuditorError(f"draw {draw}, task {task}: log line lacks per-example outcomes") from exc
 
 
 @dataclass
@@ -267,6 +340,8 @@ def compute_draw(
             "value": float(np.mean([s.mean() for s in scores])),
             "evaluations": int(sum(s.size for s in scores)),
             "correct": [int(s.sum()) for s in scores],
+            "examples": encode_indices(draw_indices(task, plan, draw)),
+            "outcomes": [encode_outcomes(s) for s in scores],
         }
     return results
 
@@ -300,7 +375,7 @@ def run_draws(
     """
     per_task = {t.name: TaskDraws() for t in tasks}
     seqs = {t.name: stats.BettingSequence(plan.alpha_per_task) for t in tasks} if plan.max_draws else {}
-    decided: dict[str, str] = {}
+    decided: dict[str, verdicts.Decision] = {}
     timer = DrawTimer()
     compute = functools.partial(compute_draw, model, tokenizer, tasks, perturber, plan, timer)
     pending = [d for d in range(plan.budget) if d not in log.done]
@@ -320,22 +395,105 @@ def run_draws(
             log.append(draw, results)
         used += 1
         for task in tasks:
-            rec = per_task[task.name]
-            rec.values.append(float(results[task.name]["value"]))
-            rec.evaluations += int(results[task.name]["evaluations"])
+            rec, logged = per_task[task.name], results[task.name]
+            rec.values.append(float(logged["value"]))
+            rec.units.append(draw_unit(rec.values[-1], plan, task.name, draw))
+            rec.evaluations += int(logged["evaluations"])
+            rec.records.append(record_outcomes(task.name, logged, draw))
             if seqs:
-                seqs[task.name].update(rec.values[-1])
+                seqs[task.name].update(rec.units[-1])
         if on_draw is not None:
             on_draw(draw, {name: float(np.mean(r.values)) for name, r in per_task.items()})
         if seqs:
             decided = _decide(plan, seqs)
-            if all(v != "undecided" for v in decided.values()):
+            if verdicts.may_stop(decided):
                 break
     if source is not None:
         source.finish()
     return SampleResult(used, per_task, decided, timer.noise, timer.eval, resumed)
 
 
-def clean_scores(model: Any, tokenizer: Any, tasks: Sequence[Task], batch_size: int) -> dict[str, float]:
-    """S(theta0) per task on all examples, unperturbed."""
-    return {t.name: float(t.evaluate(model, tokenizer, list(range(len(t.examples))), batch_size).mean()) for t in tasks}
+@dataclass
+class CleanRun:
+    """The unperturbed model on every example of a task: its 0/1 outcomes and (when known) its answers."""
+
+    outcomes: np.ndarray
+    answers: list[str] | None
+
+    @property
+    def score(self) -> float:
+        return float(self.outcomes.mean())
+
+
+def answer_and_score(
+    task: Task, model: Any, tokenizer: Any, indices: Sequence[int], batch_size: int
+) -> tuple[np.ndarray, list[str] | None]:
+    """Outcomes and answers in one pass: the generated text, or the chosen choice; None when opaque.
+
+    Same batching as `evaluate`, so the outcomes equal `task.evaluate(...)` for the same weights.
+    """
+    t: Any = task
+    if callable(getattr(t, "answers", None)) and callable(getattr(t, "scorer", None)):
+        answers = list(t.answers(model, tokenizer, indices, batch_size))
+        scores = [t.scorer(a, t.examples[i]) for a, i in zip(answers, indices, strict=True)]
+        return np.asarray(scores, dtype=np.uint8), answers
+    if callable(getattr(t, "loglikelihoods", None)) and hasattr(t, "targets"):
+        picks = [int(np.argmax(s)) for s in t.loglikelihoods(model, tokenizer, indices, batch_size)]
+        choices = [t.examples[i].choices[k] for k, i in zip(picks, indices, strict=True)]
+        hits = [k == t.targets[i] for k, i in zip(picks, indices, strict=True)]
+        return np.asarray(hits, dtype=np.uint8), choices
+    return np.asarray(task.evaluate(model, tokenizer, indices, batch_size), dtype=np.uint8), None
+
+
+def clean_run(model: Any, tokenizer: Any, tasks: Sequence[Task], batch_size: int) -> dict[str, CleanRun]:
+    """S(theta0) per task on all examples, unperturbed, with the clean answers kept."""
+    out = {}
+    for t in tasks:
+        outcomes, answers = answer_and_score(t, model, tokenizer, list(range(len(t.examples))), batch_size)
+        out[t.name] = CleanRun(outcomes, answers)
+    return out
+
+
+def write_clean(path: Path, clean: dict[str, CleanRun]) -> None:
+    """The clean model's outcomes (hex-packed like the draw log) and answers, per task."""
+    data = {
+        name: {"outcomes": encode_outcomes(c.outcomes), "n": int(c.outcomes.size), "answers": c.answers}
+        for name, c in clean.items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def make_perturber(model: Any, policy: Policy) -> Any:
+    """The noise source the policy asks for (weights or input embeddings)."""
+    pert = policy.perturbation
+    if pert.space == "input-embeddings":
+        return EmbeddingNoise(model, pert.sigma, policy.seed)
+    return Perturber(
+        model,
+        pert.sigma,
+        policy.seed,
+        pert.include,
+        pert.exclude,
+        cache_noise=policy.sampling.design == "antithetic",
+    )
+
+
+def plan_from_policy(policy: Policy, names: Sequence[str], **overrides: Any) -> SamplingPlan:
+    """The sampling plan of a policy (per-task alpha after the Bonferroni split, thresholds)."""
+    s = policy.sampling
+    fields: dict[str, Any] = {
+        "design": s.design,
+        "draws": s.draws,
+        "seed": policy.seed,
+        "batch_size": s.batch_size,
+        "subset": s.subset,
+        "max_draws": s.max_draws,
+        "alpha_per_task": stats.bonferroni(policy.alpha, len(names)),
+        "thresholds": {n: verdicts.pass_threshold(policy, n) for n in names},
+        "randomised_rounding": s.randomised_rounding,
+    }
+    fields.update(overrides)
+    return SamplingPlan(**fields)

@@ -57,6 +57,9 @@ class Verification:
         cert = self.certificate
         head = f"VALID: certificate {cert.run_id} (verdict {cert.verdict.upper()})" if cert else "VALID"
         head = self.headline or head
+        if cert is not None and cert.verdict == "measured":
+            # the signature is valid; the audit tested nothing, so it must not read as a pass
+            head += " — measured only: the policy set no requirement, so the certificate does not pass anything"
         return head + "\n" + "\n".join(f"  - {line}" for line in self.checked)
 
 
@@ -228,9 +231,9 @@ def check_draw_log(path: Path, cert: Certificate) -> str:
 
     import numpy as np
 
-    from auditor import stats
     from auditor.errors import AuditorError as LogError
-    from auditor.sample import read_draws
+    from auditor.sample import SamplingPlan, draw_unit, read_draws
+    from auditor.verdicts import task_interval
 
     try:
         header, records = read_draws(path)
@@ -245,6 +248,7 @@ def check_draw_log(path: Path, cert: Certificate) -> str:
         if header.get(key) != want:
             raise Invalid(f"{path.name}: header {key} is not the certificate's: another run's log")
     s = cert.sampling
+    plan = SamplingPlan(s.design, s.draws_used, cert.seed, s.batch_size, randomised_rounding=s.randomised_rounding)
     if len(records) != s.draws_used:
         raise Invalid(f"{path.name}: {len(records)} draws, the certificate used {s.draws_used}")
 
@@ -258,18 +262,11 @@ def check_draw_log(path: Path, cert: Certificate) -> str:
             evaluations = sum(int(r["evaluations"]) for r in rows)
         except (KeyError, TypeError, ValueError) as exc:
             raise Invalid(f"{path.name}: a draw lacks task {t.name}'s value ({exc})") from exc
-        if s.randomised_rounding:
-            from auditor.perturb import derive_seed
-
-            x = stats.randomised_rounding(x, np.random.default_rng(derive_seed(cert.seed, t.name, "rounding")))
-        if s.sequential:
-            seq = stats.BettingSequence(s.alpha_per_task)
-            for v in x:
-                seq.update(float(v))
-            lo, hi = seq.lower, seq.upper
-        else:
-            lo, hi = stats.lower_bound(s.bound, x, s.alpha_per_task), stats.upper_bound(s.bound, x, s.alpha_per_task)
-        got = {"p_hat": float(np.mean(x)), "p_lower": float(lo), "p_upper": float(hi), "evaluations": evaluations}
+        units = np.array([draw_unit(v, plan, t.name, int(r["draw"])) for v, r in zip(x, records, strict=True)])
+        p_hat, lo, hi = task_interval(
+            units, bound=s.bound, sequential=s.sequential, alpha=s.alpha_per_task, seed=cert.seed, task=t.name
+        )
+        got = {"p_hat": p_hat, "p_lower": lo, "p_upper": hi, "evaluations": evaluations}
         for key, value in got.items():
             if not close(float(getattr(t, key)), value):
                 raise Invalid(f"task {t.name}: {key} {getattr(t, key)!r} is not what {path.name} gives ({value!r})")

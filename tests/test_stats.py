@@ -297,14 +297,10 @@ def test_star_bets_upper_is_mirrored_lower() -> None:
 
 
 def test_star_bets_on_the_demo_capitals_draws() -> None:
-    # The 30 per-draw capitals scores of the example certificate (alpha 0.01 split over 3 tasks):
-    # the old default (betting, truncation 1/2) gave 0.689 here.
-    import json
-    from pathlib import Path
-
-    log = Path(__file__).resolve().parents[1] / "reports" / "example" / "draws.jsonl"
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
-    x = np.array([r["results"]["capitals"]["value"] for r in rows if "draw" in r])
-    assert x.size == 30
+    # The 30 per-draw capitals scores (correct of 24) of the first example certificate, alpha 0.01 split
+    # over 3 tasks: the old default (betting, truncation 1/2) gave 0.689 here.
+    correct = [23, 23, 22, 24, 24, 24, 23, 24, 24, 23, 23, 23, 23, 24, 23, 24, 24, 22, 24, 24, 22, 24, 24, 24, 24]
+    correct += [22, 24, 24, 24, 24]
+    x = np.array(correct) / 24
     assert stats.lower_bound("star-bets", x, 0.01 / 3) >= 0.78
     assert stats.lower_bound("betting", x, 0.01 / 3) >= 0.75

@@ -39,10 +39,12 @@ def _log_to(console: Any) -> None:
 @click.argument("policy", required=False, type=click.Path(dir_okay=False, path_type=Path))
 def validate(policy: Path | None) -> int:
     """Check a policy file (default: policies/default.yaml) without running anything."""
+    from auditor.audit import check_design
     from auditor.policy import load_policy
     from auditor.tasks import build_tasks
 
     loaded = load_policy(policy)
+    check_design(loaded)  # too few draws to ever meet a requirement is a policy error
     tasks = build_tasks(loaded)
     p = loaded.policy
     click.echo(
@@ -62,19 +64,23 @@ def _verdict_table(cert: Any) -> Any:
         "clean S(θ0)",
         "p̂",
         "p_lower",
+        "slack p̂−p_lower",
+        "loss S(θ0)−p̂",
         f"R(q={cert.tasks[0].target})",
         "R/σ",
         "draws",
         "verdict",
     ):
         table.add_column(col, justify="right" if col not in ("task", "verdict") else "left")
-    colour = {"pass": "green", "fail": "red", "inconclusive": "yellow"}
+    colour = {"pass": "green", "fail": "red", "inconclusive": "yellow", "measured": "dim"}
     for t in cert.tasks:
         table.add_row(
             t.name,
             f"{t.clean_score:.3f}",
             f"{t.p_hat:.3f}",
             f"{t.p_lower:.3f}",
+            f"{t.statistical_slack:.3f}",
+            f"{t.loss_under_noise:.3f}",
             f"{t.radius:.3g}",
             f"{t.radius_over_sigma:.2f}",
             str(t.draws),
@@ -215,4 +221,8 @@ def certify(
     )
     for kind, path in run.files.items():
         out.print(f"{kind}: {path}")
+    slack = ", ".join(f"{t.name} {t.statistical_slack:.3f}" for t in cert.tasks)
+    out.print(f"statistical slack p̂ − p_lower: {slack}; certify took {run.seconds_total:.0f} s")
+    if cert.verdict == "measured":
+        out.print("verdict MEASURED: the policy sets no requirement, so nothing passed (exit 1)")
     return EXIT_PASS if cert.verdict == "pass" else EXIT_FAIL
