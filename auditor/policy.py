@@ -14,9 +14,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from auditor.errors import PolicyError
+from auditor.resources import default_policy
 
 SCHEMA_VERSION = 1
-DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+DEFAULT_POLICY = default_policy()
 
 # Phrases that mark a refusal; lower-cased substring match on the model's answer.
 DEFAULT_REFUSAL_KEYWORDS = [
