@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from auditor.errors import PolicyError
+from auditor.policy_errors import error_lines
 from auditor.resources import default_policy
 
 SCHEMA_VERSION = 1
@@ -188,6 +189,29 @@ Oracle = Annotated[
 ]
 
 
+def _source_kind(value: object) -> str | None:
+    # pick the one branch a source can be, so a bad source reports that branch's problems only
+    if isinstance(value, str):
+        return "source:name"
+    if isinstance(value, LmEvalSource) or (isinstance(value, dict) and value.get("format") == "lm-eval"):
+        return "source:lm-eval"
+    if isinstance(value, (dict, DataSource)):
+        return "source:file"
+    return None
+
+
+Source = Annotated[
+    Annotated[str, Tag("source:name")]
+    | Annotated[DataSource, Tag("source:file")]
+    | Annotated[LmEvalSource, Tag("source:lm-eval")],
+    Discriminator(
+        _source_kind,
+        custom_error_type="source",
+        custom_error_message="expected 'builtin:NAME', a data file {format, path} or {format: lm-eval, task}",
+    ),
+]
+
+
 class Requirement(_Strict):
     """What a task must reach for the audit to pass."""
 
@@ -199,7 +223,7 @@ class TaskSpec(_Strict):
     """One benchmark: examples, prompt format, decoding and oracle."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Task name (used in reports).")
-    source: str | DataSource | LmEvalSource = Field(description="'builtin:NAME', a data file or an lm-eval task.")
+    source: Source = Field(description="'builtin:NAME', a data file or an lm-eval task.")
     oracle: Oracle = Field(description="How an answer is scored 0/1 (lm-eval tasks: {type: lm-eval}, the default).")
     template: str = Field("{prompt}", description="Prompt template; {prompt} is the example's prompt.")
     chat: bool = Field(True, description="Wrap the prompt in the tokenizer's chat template if it has one.")
@@ -270,31 +294,22 @@ class LoadedPolicy(BaseModel):
         return self.path.parent if self.path else Path.cwd()
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in {
-            "exact",
-            "contains",
-            "numeric",
-            "choice",
-            "refusal",
-            "python",
-            "lm-eval",
-            "str",
-            "DataSource",
-            "LmEvalSource",
-        }:
-            continue  # union branch names that pydantic puts into the location
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
+# union branch names pydantic puts into error locations, and the model each stands for
+_BRANCHES: dict[str, type[BaseModel]] = {
+    "exact": ExactOracle,
+    "contains": ContainsOracle,
+    "numeric": NumericOracle,
+    "choice": ChoiceOracle,
+    "refusal": RefusalOracle,
+    "python": PythonOracle,
+    "lm-eval": LmEvalOracle,
+    "source:file": DataSource,
+    "source:lm-eval": LmEvalSource,
+}
 
 
 def parse_policy(text: str, origin: str = "<policy>", path: Path | None = None) -> LoadedPolicy:
-    """Validate policy text; raise PolicyError with one line naming `origin` and the field."""
+    """Validate policy text; raise PolicyError with one line per problem naming `origin` and the field."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -306,10 +321,8 @@ def parse_policy(text: str, origin: str = "<policy>", path: Path | None = None) 
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        msg = err["msg"].removeprefix("Value error, ")
-        raise PolicyError(f"{origin}: field '{_field_path(err['loc'])}': {msg}{more}") from exc
+        # every problem at once, one line each (file, field, problem, suggestion)
+        raise PolicyError("\n".join(error_lines(exc, origin, Policy, _BRANCHES))) from exc
     return LoadedPolicy(policy=policy, path=path, text=text)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -21,8 +22,37 @@ __all__ = ["BUILTINS", "ChoiceTask", "Example", "GenerationTask", "Task", "build
 
 
 def build_tasks(loaded_policy: LoadedPolicy) -> list[Task]:
-    """Every task of the policy, data paths resolved against the policy file's folder."""
-    return [build_task(spec, loaded_policy.base_dir) for spec in loaded_policy.policy.tasks]
+    """Every task of the policy, data paths resolved against the policy file's folder.
+
+    Problems are gathered over all tasks and raised together: one TaskError, one line each.
+    """
+    origin = str(loaded_policy.path) if loaded_policy.path else "<policy>"
+    tasks: list[Task] = []
+    problems: list[str] = []
+    for i, spec in enumerate(loaded_policy.policy.tasks):
+        unknown = _unknown_builtin(spec)
+        if unknown is not None:
+            problems.append(f"{origin}: field 'tasks[{i}].source': {unknown}")
+            continue
+        try:
+            tasks.append(build_task(spec, loaded_policy.base_dir))
+        except TaskError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise TaskError("\n".join(problems))
+    return tasks
+
+
+def _unknown_builtin(spec: TaskSpec) -> str | None:
+    """What is wrong with a 'builtin:NAME' source whose NAME is not built in (with the near miss)."""
+    if not isinstance(spec.source, str) or not spec.source.startswith("builtin:"):
+        return None
+    name = spec.source.removeprefix("builtin:")
+    if name in BUILTINS:
+        return None
+    near = difflib.get_close_matches(name, list(BUILTINS), n=1)
+    hint = f"; did you mean 'builtin:{near[0]}'?" if near else ""
+    return f"unknown built-in task '{spec.source}'{hint} (built-ins: {', '.join(sorted(BUILTINS))})"
 
 
 def build_task(spec: TaskSpec, base_dir: Path) -> Task:
