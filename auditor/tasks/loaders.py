@@ -10,7 +10,7 @@ import csv
 import difflib
 import json
 import string
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +114,9 @@ def _lines(path: Path, fh) -> Iterator[str]:
         raise TaskError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
 
 
-def _map_hint(ours: str, key: str, present: list[str]) -> str:
+def _map_hint(ours: str, key: str, present: Sequence[str]) -> str:
     """How to point our field at one of the file's columns: `fields: {prompt: question}`."""
-    near = difflib.get_close_matches(key, present, n=1, cutoff=0.5)
+    near = difflib.get_close_matches(key, list(present), n=1, cutoff=0.5)
     column = near[0] if near else (present[0] if present else "COLUMN")
     return f"; map it in the policy with `fields: {{{ours}: {column}}}`"
 
