@@ -100,7 +100,21 @@ def _verdict_table(cert: Any) -> Any:
     envvar="AUDITOR_THREADS",
     help="CPU threads for torch (env AUDITOR_THREADS). On a shared machine 1 avoids oversubscription.",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help="No progress bar or progress lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout (human output goes to stderr).")
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JUnit XML report: one test case per task requirement.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no table; errors (and --json) only.")
+@click.option(
+    "--progress-every",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="When stderr is not a terminal (CI): a progress line every this many seconds (and every tenth of the draws).",
+)
 def certify(
     policy: Path | None,
     model: str | None,
@@ -111,23 +125,23 @@ def certify(
     key: Path | None,
     threads: int | None,
     no_progress: bool,
+    as_json: bool,
+    junit: Path | None,
+    quiet: bool,
+    progress_every: float,
 ) -> int:
     """Audit a model under a policy (default: the built-in SmolLM2 with policies/default.yaml)."""
+    import contextlib
+    import sys
+
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     from auditor.audit import certify as run_certify
+    from auditor.cli.progress import LineProgress, rich_bar
     from auditor.policy import load_policy
     from auditor.signing import resolve_key
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, quiet=quiet)
     loaded = load_policy(policy)
     key = resolve_key(key)  # a bad key fails now, not after the audit
     if threads is not None:
@@ -135,28 +149,26 @@ def certify(
 
         torch.set_num_threads(threads)
     _quiet_libraries()
-    progress = Progress(
-        TextColumn("[bold]draws"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[scores]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=no_progress,
-    )
-    bar: dict[str, Any] = {}
+    show_progress = not (no_progress or quiet)
+    bar = rich_bar(console) if show_progress and sys.stderr.isatty() else None
+    lines = LineProgress(sys.stderr, every_seconds=progress_every) if show_progress and bar is None else None
+    state: dict[str, Any] = {}
 
     def on_start(total: int, names: list[str]) -> None:
-        if not no_progress:
-            console.print(f"auditing {model or loaded.policy.model}: {len(names)} task(s), up to {total} draws")
-        bar["id"] = progress.add_task("draws", total=total, scores="scoring clean model…")
+        label = f"auditing {model or loaded.policy.model}: {len(names)} task(s)"
+        if lines is not None:
+            lines.start(total, label)
+        elif bar is not None:
+            console.print(f"{label}, up to {total} draws")
+            state["id"] = bar.add_task("draws", total=total, scores="scoring clean model…")
 
     def on_draw(draw: int, means: dict[str, float]) -> None:
-        progress.update(bar["id"], advance=1, scores="  ".join(f"{k} {v:.2f}" for k, v in means.items()))
+        if lines is not None:
+            lines.draw(draw, means)
+        elif bar is not None:
+            bar.update(state["id"], advance=1, scores="  ".join(f"{k} {v:.2f}" for k, v in means.items()))
 
-    with progress:
+    with bar if bar is not None else contextlib.nullcontext():
         run = run_certify(
             loaded,
             model=model,
@@ -169,7 +181,14 @@ def certify(
             on_draw=on_draw,
         )
     cert = run.certificate
-    out = Console()
+    rc = EXIT_PASS if cert.verdict == "pass" else EXIT_FAIL
+    files = dict(run.files)
+    if junit is not None:
+        from auditor.report_formats import certificate_cases, write_junit
+
+        files["junit"] = write_junit(junit, "auditor certify", certificate_cases(cert))
+    # with --json stdout carries the JSON document alone; the human report moves to stderr
+    out = Console(stderr=as_json, quiet=quiet)
     out.print(_verdict_table(cert))
     for t in cert.tasks:
         out.print(f"  {t.name}: " + "; ".join(t.reasons))
@@ -183,6 +202,11 @@ def certify(
         f"{run.draws_used} draws ({run.resumed_draws} resumed) in {run.seconds_total:.1f} s: "
         f"noise {run.seconds_noise:.1f} s, evaluation {run.seconds_eval:.1f} s, setup/clean/report {other:.1f} s"
     )
-    for kind, path in run.files.items():
+    for kind, path in files.items():
         out.print(f"{kind}: {path}")
-    return EXIT_PASS if cert.verdict == "pass" else EXIT_FAIL
+    if as_json:
+        from auditor.report_formats import certify_summary, dumps
+
+        seconds = {"total": run.seconds_total, "noise": run.seconds_noise, "evaluation": run.seconds_eval}
+        click.echo(dumps(certify_summary(cert, files, rc, {"seconds": seconds, "resumed_draws": run.resumed_draws})))
+    return rc
