@@ -95,3 +95,31 @@ def test_task_problems_gathered_with_the_builtin_near_miss(tmp_path: Path) -> No
     assert "d.jsonl: line 1: missing field 'prompt' (prompt); the row has: question, answer" in lines[2]
     assert "`fields: {prompt: question}`" in lines[2]
     assert "'builtin:zzzz'" in lines[3] and "did you mean" not in lines[3]
+
+
+def test_scorer_signature_is_checked_by_validate(tmp_path: Path) -> None:
+    (tmp_path / "s.py").write_text("def one_arg(answer):\n    return 1\n\ndef ok(answer, example):\n    return 1\n")
+    path = _policy(
+        tmp_path, "  - {name: a, source: 'builtin:capitals', oracle: {type: python, scorer: 's.py:one_arg'}}\n"
+    )
+    from auditor.cli import main
+
+    assert main(["validate", str(path)]) == 2
+    path.write_text(path.read_text().replace("one_arg", "ok"))
+    assert main(["validate", str(path)]) == 0
+
+
+def test_validate_smoke_scores_one_example_per_task(tmp_path: Path, tiny_model_dir: Path, capfd) -> None:
+    from auditor.cli import main
+
+    (tmp_path / "s.py").write_text("def ok(answer, example):\n    return True\n")
+    path = _policy(
+        tmp_path,
+        "  - {name: a, source: 'builtin:capitals', oracle: {type: python, scorer: 's.py:ok'}, max_new_tokens: 2}\n"
+        "  - {name: b, source: 'builtin:choice', oracle: {type: choice}}\n",
+    )
+    path.write_text(path.read_text().replace("seed: 1", f"seed: 1\nmodel: {tiny_model_dir}"))
+    assert main(["validate", str(path), "--smoke"]) == 0
+    out, err = capfd.readouterr()
+    assert "smoke: a: example 0 scored 1" in out and "smoke: b: example 0 scored" in out
+    assert err == ""  # clean: no library warnings or loading bars

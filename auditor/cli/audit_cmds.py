@@ -25,19 +25,34 @@ def _quiet_libraries() -> None:
 
 @cli.command()
 @click.argument("policy", required=False, type=click.Path(dir_okay=False, path_type=Path))
-def validate(policy: Path | None) -> int:
-    """Check a policy file (default: policies/default.yaml) without running anything."""
+@click.option("--smoke", is_flag=True, help="Also load the model and score one example of every task (no noise).")
+@click.option("--model", "model", help="With --smoke: this model instead of the policy's.")
+def validate(policy: Path | None, smoke: bool, model: str | None) -> int:
+    """Check a policy file (default: policies/default.yaml): fields, data files, scorers; --smoke runs one example."""
     from auditor.policy import load_policy
     from auditor.tasks import build_tasks
 
     loaded = load_policy(policy)
-    tasks = build_tasks(loaded)
+    tasks = build_tasks(loaded)  # reads every data file and imports every scorer (checking its signature)
     p = loaded.policy
     click.echo(
         f"{loaded.path}: valid (schema {p.schema_version}, {len(tasks)} task(s): "
         f"{', '.join(f'{t.name} [{len(t.examples)}]' for t in tasks)}; sigma={p.perturbation.sigma}, "
         f"design={p.sampling.design}, bound={p.sampling.bound}, sha256={loaded.sha256[:16]}…)"
     )
+    if smoke:
+        import time
+
+        from auditor.checkpoint import load_model
+
+        _quiet_libraries()
+        t0 = time.perf_counter()
+        lm = load_model(model or p.model, p.dtype, p.device, base_dir=loaded.base_dir)
+        click.echo(f"smoke: loaded {lm.identity.name} in {time.perf_counter() - t0:.1f} s")
+        for task in tasks:
+            t0 = time.perf_counter()
+            score = int(task.evaluate(lm.model, lm.tokenizer, [0], 1)[0])
+            click.echo(f"smoke: {task.name}: example 0 scored {score} ({time.perf_counter() - t0:.1f} s)")
     return EXIT_PASS
 
 

@@ -37,7 +37,8 @@ def build_tasks(loaded_policy: LoadedPolicy) -> list[Task]:
         try:
             tasks.append(build_task(spec, loaded_policy.base_dir))
         except TaskError as exc:
-            problems.append(str(exc))
+            tag = f"task '{spec.name}'"  # say which task, unless the message already does
+            problems += [line if tag in line else f"{tag}: {line}" for line in str(exc).splitlines()]
     if problems:
         raise TaskError("\n".join(problems))
     return tasks
