@@ -106,6 +106,16 @@ def load_lm_eval_task(name: str, source: LmEvalSource, base_dir: Path) -> Any:
     return task
 
 
+def _target_text(task: Any, doc: Any, choices: tuple[str, ...] | None) -> str | None:
+    try:
+        target = task.doc_to_target(doc)
+    except Exception:  # a target that needs more than the document: the digest then covers the prompts only
+        return None
+    if choices and isinstance(target, int) and 0 <= target < len(choices):
+        return choices[target]
+    return None if target is None else str(target)
+
+
 class LmEvalTask:
     """One lm-eval task as a 0/1 auditor task: requests built once, scored per draw by the harness."""
 
@@ -154,10 +164,24 @@ class LmEvalTask:
         for group in self._requests:
             first = group[0]
             choices = tuple(str(r.args[1]) for r in group) if first.request_type == "loglikelihood" else None
+            answer = _target_text(task, first.doc, choices)  # pins the references in the examples digest
             examples.append(
-                Example(prompt=str(first.args[0]), answer=None, choices=choices, meta={"doc_id": first.doc_id})
+                Example(prompt=str(first.args[0]), answer=answer, choices=choices, meta={"doc_id": first.doc_id})
             )
         return examples
+
+    def describe(self) -> dict[str, Any]:
+        """What the certificate records about this task (the harness's config, data digests, metric)."""
+        cfg = self.harness_task.config
+        return {
+            **self.info,
+            "n_examples": len(self.examples),
+            "metric": self.metric,
+            "output_type": cfg.output_type,
+            "num_fewshot": cfg.num_fewshot or 0,
+            "decoding": "lm-eval " + ", ".join(self.info.get("request_types", [])),
+            "system": self._system,
+        }
 
     def _harness_lm(self, model: Any, tokenizer: Any, batch_size: int) -> Any:
         """An HFLM around the live model object (created once per model; perturbations are in place)."""

@@ -73,6 +73,7 @@ def test_choice_task_matches_the_builtin_choice_scorer(local_tasks, tiny_model, 
     task = build_task(_spec("tiny_choice", data_files={"validation": "data.jsonl"}, limit=4), local_tasks)
     assert len(task.examples) == 4 and task.info["source"] == "lm-eval:tiny_choice"
     assert task.examples[0].prompt == "Question: Which is a fruit?\nAnswer:"
+    assert task.examples[1].choices == (" 12", " 7") and task.examples[1].answer == " 7"
     outcomes = task.evaluate(tiny_model, tiny_tokenizer, [0, 1, 2, 3], batch_size=2)
     assert outcomes.dtype == np.uint8 and set(outcomes.tolist()) <= {0, 1}
     # the same documents through the built-in log-likelihood scorer give the same 0/1 per document
@@ -153,3 +154,25 @@ def test_arc_easy_from_local_files(shared_data, tiny_model, tiny_tokenizer) -> N
     task = build_task(spec, shared_data)
     assert len(task.examples) == 3 and len(task.examples[0].choices or ()) == 4
     assert set(task.evaluate(tiny_model, tiny_tokenizer, [0, 1, 2], 3).tolist()) <= {0, 1}
+
+
+def test_certify_end_to_end_with_an_lm_eval_task(local_tasks, tiny_model_dir) -> None:
+    import json as _json
+
+    from auditor.cli import main
+
+    policy = local_tasks / "policy.yaml"
+    policy.write_text(
+        f"schema_version: 1\nmodel: {tiny_model_dir}\nseed: 5\nalpha: 0.1\n"
+        "perturbation: {sigma: 0.01}\nsampling: {draws: 3, batch_size: 2}\n"
+        "tasks:\n"
+        "  - name: tiny\n"
+        "    source: {format: lm-eval, task: tiny_choice, include_path: tasks, data_files: {validation: data.jsonl}}\n"
+    )
+    out = local_tasks / "run"
+    assert main(["certify", str(policy), "--out", str(out), "--quiet"]) in (0, 1)
+    cert = _json.loads((out / "certificate.json").read_text())
+    (task,) = cert["tasks"]
+    assert task["draws"] == 3 and task["n_examples"] == 5
+    assert task["description"]["source"] == "lm-eval:tiny_choice"
+    assert len(task["description"]["data_sha256"]["validation"]) == 64
