@@ -235,15 +235,20 @@ class TaskSpec(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _lm_eval_oracle_by_default(cls, data: object) -> object:
-        source = data.get("source") if isinstance(data, dict) else None
-        if isinstance(source, dict) and source.get("format") == "lm-eval" and "oracle" not in data:  # type: ignore[operator]
-            return {**data, "oracle": {"type": "lm-eval"}}  # type: ignore[dict-item]
+        # an lm-eval task is judged by its own metric: `oracle` may be left out
+        if isinstance(data, dict) and "oracle" not in data:
+            source = data.get("source")
+            if isinstance(source, dict) and source.get("format") == "lm-eval":
+                return {**data, "oracle": {"type": "lm-eval"}}
         return data
 
     @model_validator(mode="after")
     def _lm_eval_pairs(self) -> TaskSpec:
         if isinstance(self.source, LmEvalSource) != (self.oracle.type == "lm-eval"):
             raise ValueError("oracle: type lm-eval goes with source: {format: lm-eval, ...} and only with it")
+        unused = sorted({"template", "chat", "max_new_tokens"} & self.model_fields_set)
+        if isinstance(self.source, LmEvalSource) and unused:
+            raise ValueError(f"{', '.join(unused)}: not used by lm-eval tasks (the harness's task config sets them)")
         return self
 
 

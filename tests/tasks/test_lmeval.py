@@ -135,6 +135,8 @@ def test_errors_name_the_task_and_the_near_miss(local_tasks, tiny_model, tiny_to
 def test_lm_eval_oracle_only_with_lm_eval_source() -> None:
     with pytest.raises(ValueError, match="oracle: type lm-eval goes with source"):
         TaskSpec.model_validate({"name": "t", "source": "builtin:capitals", "oracle": {"type": "lm-eval"}})
+    with pytest.raises(ValueError, match="template: not used by lm-eval tasks"):
+        TaskSpec.model_validate({"name": "t", "source": {"format": "lm-eval", "task": "x"}, "template": "Q: {prompt}"})
 
 
 @pytest.mark.slow
