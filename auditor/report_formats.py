@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from auditor.certificate import Certificate, TaskResult
-from auditor.errors import EXIT_FAIL, EXIT_PASS
 
 SUMMARY_VERSION = 1
 
@@ -63,12 +62,8 @@ def _task_numbers(t: TaskResult) -> dict[str, Any]:
 
 
 def dumps(document: dict[str, Any]) -> str:
-    """One JSON document, one line per key level (readable in a CI log, parseable by jq)."""
+    """The document as indented JSON (readable in a CI log, parseable by jq); NaN is refused."""
     return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False)
-
-
-def verdict_exit_code(verdict: str) -> int:
-    return EXIT_PASS if verdict == "pass" else EXIT_FAIL
 
 
 @dataclass(frozen=True)
