@@ -14,6 +14,7 @@ gets the same outcomes. Everything runs offline: local data files via `dataset_p
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -62,13 +63,19 @@ def _resolve(path: str, base_dir: Path) -> Path:
     return p if p.is_absolute() else base_dir / p
 
 
+@functools.lru_cache(maxsize=8)
+def _task_manager(include: str | None) -> Any:
+    """lm-eval's task index (≈20 s for its own ~thousands of YAMLs): built once per folder and process."""
+    _, task_manager_cls = _import_lm_eval()
+    return task_manager_cls(include_path=include, include_defaults=include is None)
+
+
 def load_lm_eval_task(name: str, source: LmEvalSource, base_dir: Path) -> Any:
     """The harness's task object for `source`, its dataset read from local files when given."""
-    _, task_manager_cls = _import_lm_eval()
     include = _resolve(source.include_path, base_dir) if source.include_path else None
     if include is not None and not include.is_dir():
         raise TaskError(f"task '{name}': source.include_path {include} is not a folder")
-    manager = task_manager_cls(include_path=str(include) if include else None, include_defaults=include is None)
+    manager = _task_manager(str(include.resolve()) if include else None)
     entry = manager.task_index.get(source.task)
     if entry is None:
         import difflib
@@ -100,7 +107,10 @@ def load_lm_eval_task(name: str, source: LmEvalSource, base_dir: Path) -> Any:
             warnings.simplefilter("ignore")
             task = manager._factory.build(entry, overrides=overrides, registry=manager.task_index)
     except Exception as exc:  # the harness raises anything from ValueError to datasets' own errors
-        raise TaskError(f"task '{name}': lm-eval could not load '{source.task}' ({type(exc).__name__}: {exc})") from exc
+        hint = "" if source.data_files else "; offline: point source.data_files at local copies of its splits"
+        raise TaskError(
+            f"task '{name}': lm-eval could not load '{source.task}' ({type(exc).__name__}: {exc}){hint}"
+        ) from exc
     if isinstance(task, (list, dict)) or not hasattr(task, "build_all_requests"):
         raise TaskError(f"task '{name}': '{source.task}' is an lm-eval group or tag; name one of its tasks")
     return task

@@ -156,6 +156,10 @@ def test_arc_easy_from_local_files(shared_data, tiny_model, tiny_tokenizer) -> N
     task = build_task(spec, shared_data)
     assert len(task.examples) == 3 and len(task.examples[0].choices or ()) == 4
     assert set(task.evaluate(tiny_model, tiny_tokenizer, [0, 1, 2], 3).tolist()) <= {0, 1}
+    # without local files the hub is not reached: a clear error that says what to set (same cached index)
+    online = TaskSpec.model_validate({"name": "arc", "source": {"format": "lm-eval", "task": "arc_easy", "limit": 3}})
+    with pytest.raises(TaskError, match=r"could not load 'arc_easy' .*point source.data_files at local copies"):
+        build_task(online, shared_data)
 
 
 def test_certify_end_to_end_with_an_lm_eval_task(local_tasks, tiny_model_dir) -> None:
