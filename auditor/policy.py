@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from auditor.errors import PolicyError
+from auditor.policy_errors import error_lines
+from auditor.resources import default_policy
 
 SCHEMA_VERSION = 1
-DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+DEFAULT_POLICY = default_policy()
 # Fewest draws each bound is defined for (stats.BOUNDS[...].min_n; a test keeps the two in step).
 MIN_DRAWS = {"clopper-pearson": 1, "hoeffding": 1, "empirical-bernstein": 2, "betting": 1, "star-bets": 1}
 
@@ -130,6 +132,25 @@ class DataSource(_Strict):
     )
 
 
+class LmEvalSource(_Strict):
+    """An lm-evaluation-harness task, scored by the harness itself on each perturbed model."""
+
+    format: Literal["lm-eval"] = Field(description="lm-evaluation-harness task.")
+    task: str = Field(description="A task name registered in lm-eval (arc_easy, hellaswag, mmlu_anatomy, ...).")
+    limit: int | None = Field(None, ge=1, description="Keep the first N documents.")
+    include_path: str | None = Field(
+        None,
+        description="Folder of task YAMLs (relative to the policy); when set, only it is indexed, not lm-eval's own.",
+    )
+    dataset_path: str | None = Field(
+        None, description="Overrides the task's dataset_path ('json' for local files; the default with data_files)."
+    )
+    data_files: dict[str, str] | None = Field(
+        None, description="Split name → local data file (relative to the policy): no hub download."
+    )
+    num_fewshot: int | None = Field(None, ge=0, description="Overrides the task's number of few-shot examples.")
+
+
 class ExactOracle(_Strict):
     """1 when the normalised answer equals the reference."""
 
@@ -162,6 +183,13 @@ class RefusalOracle(_Strict):
     keywords: list[str] = Field(DEFAULT_REFUSAL_KEYWORDS, description="Lower-cased refusal phrases.")
 
 
+class LmEvalOracle(_Strict):
+    """The lm-eval task's own per-document metric, which must be 0/1 (acc, acc_norm, exact_match, ...)."""
+
+    type: Literal["lm-eval"]
+    metric: str = Field("acc", description="Which per-document metric of the task is the 0/1 outcome.")
+
+
 class PythonOracle(_Strict):
     """A user scorer `path/to/file.py:function` or `package.module:function`, called as f(answer, example)."""
 
@@ -170,8 +198,31 @@ class PythonOracle(_Strict):
 
 
 Oracle = Annotated[
-    ExactOracle | ContainsOracle | NumericOracle | ChoiceOracle | RefusalOracle | PythonOracle,
+    ExactOracle | ContainsOracle | NumericOracle | ChoiceOracle | RefusalOracle | PythonOracle | LmEvalOracle,
     Field(discriminator="type"),
+]
+
+
+def _source_kind(value: object) -> str | None:
+    # pick the one branch a source can be, so a bad source reports that branch's problems only
+    if isinstance(value, str):
+        return "source:name"
+    if isinstance(value, LmEvalSource) or (isinstance(value, dict) and value.get("format") == "lm-eval"):
+        return "source:lm-eval"
+    if isinstance(value, (dict, DataSource)):
+        return "source:file"
+    return None
+
+
+Source = Annotated[
+    Annotated[str, Tag("source:name")]
+    | Annotated[DataSource, Tag("source:file")]
+    | Annotated[LmEvalSource, Tag("source:lm-eval")],
+    Discriminator(
+        _source_kind,
+        custom_error_type="source",
+        custom_error_message="expected 'builtin:NAME', a data file {format, path} or {format: lm-eval, task}",
+    ),
 ]
 
 
@@ -186,14 +237,33 @@ class TaskSpec(_Strict):
     """One benchmark: examples, prompt format, decoding and oracle."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Task name (used in reports).")
-    source: str | DataSource = Field(description="'builtin:NAME' or a data file.")
-    oracle: Oracle = Field(description="How an answer is scored 0/1.")
+    source: Source = Field(description="'builtin:NAME', a data file or an lm-eval task.")
+    oracle: Oracle = Field(description="How an answer is scored 0/1 (lm-eval tasks: {type: lm-eval}, the default).")
     template: str = Field("{prompt}", description="Prompt template; {prompt} is the example's prompt.")
     chat: bool = Field(True, description="Wrap the prompt in the tokenizer's chat template if it has one.")
     system: str | None = Field(None, description="Optional system message for chat models.")
     max_new_tokens: int = Field(16, ge=1, le=4096, description="Greedy decoding length.")
     limit: int | None = Field(None, ge=1, description="Use the first N examples.")
     require: Requirement = Field(Requirement(), description="Pass criteria.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lm_eval_oracle_by_default(cls, data: object) -> object:
+        # an lm-eval task is judged by its own metric: `oracle` may be left out
+        if isinstance(data, dict) and "oracle" not in data:
+            source = data.get("source")
+            if isinstance(source, dict) and source.get("format") == "lm-eval":
+                return {**data, "oracle": {"type": "lm-eval"}}
+        return data
+
+    @model_validator(mode="after")
+    def _lm_eval_pairs(self) -> TaskSpec:
+        if isinstance(self.source, LmEvalSource) != (self.oracle.type == "lm-eval"):
+            raise ValueError("oracle: type lm-eval goes with source: {format: lm-eval, ...} and only with it")
+        unused = sorted({"template", "chat", "max_new_tokens"} & self.model_fields_set)
+        if isinstance(self.source, LmEvalSource) and unused:
+            raise ValueError(f"{', '.join(unused)}: not used by lm-eval tasks (the harness's task config sets them)")
+        return self
 
 
 class GateSpec(_Strict):
@@ -243,20 +313,22 @@ class LoadedPolicy(BaseModel):
         return self.path.parent if self.path else Path.cwd()
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in {"exact", "contains", "numeric", "choice", "refusal", "python", "str", "DataSource"}:
-            continue  # union branch names that pydantic puts into the location
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
+# union branch names pydantic puts into error locations, and the model each stands for
+_BRANCHES: dict[str, type[BaseModel]] = {
+    "exact": ExactOracle,
+    "contains": ContainsOracle,
+    "numeric": NumericOracle,
+    "choice": ChoiceOracle,
+    "refusal": RefusalOracle,
+    "python": PythonOracle,
+    "lm-eval": LmEvalOracle,
+    "source:file": DataSource,
+    "source:lm-eval": LmEvalSource,
+}
 
 
 def parse_policy(text: str, origin: str = "<policy>", path: Path | None = None) -> LoadedPolicy:
-    """Validate policy text; raise PolicyError with one line naming `origin` and the field."""
+    """Validate policy text; raise PolicyError with one line per problem naming `origin` and the field."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -268,10 +340,8 @@ def parse_policy(text: str, origin: str = "<policy>", path: Path | None = None) 
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        msg = err["msg"].removeprefix("Value error, ")
-        raise PolicyError(f"{origin}: field '{_field_path(err['loc'])}': {msg}{more}") from exc
+        # every problem at once, one line each (file, field, problem, suggestion)
+        raise PolicyError("\n".join(error_lines(exc, origin, Policy, _BRANCHES))) from exc
     return LoadedPolicy(policy=policy, path=path, text=text)
 
 

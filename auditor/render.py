@@ -15,10 +15,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import auditor
 from auditor.certificate import Certificate, TaskResult
+from auditor.resources import templates_dir
 
-TEMPLATES_DIR = Path(auditor.__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = templates_dir()
 TEMPLATE_NAME = "certificate.html.j2"
 
 VERDICT_WORDS = {

@@ -49,7 +49,9 @@ def test_validate_default_and_bad_policy(tmp_path, capsys):
     bad.write_text("schema_version: 1\nseed: 1\nperturbation: {sigma: zero}\ntasks: []\n")
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and str(bad) in err and "perturbation.sigma" in err
+    lines = err.splitlines()  # both problems, one line each, each naming the file and the field
+    assert len(lines) == 2 and all(line.startswith(f"error: {bad}: field '") for line in lines)
+    assert "perturbation.sigma" in lines[0] and "'tasks'" in lines[1]
     assert "Traceback" not in err
 
 

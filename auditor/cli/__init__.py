@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     except AuditorError as exc:
         if debug:
             raise
-        click.echo(f"error: {exc}", err=True)
+        for line in str(exc).splitlines() or [""]:  # a policy can report several problems, one a line
+            click.echo(f"error: {line}", err=True)
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
         # click turns Ctrl-C into Abort; the interrupted run (if any) rides on its cause

@@ -37,21 +37,36 @@ def _log_to(console: Any) -> None:
 
 @cli.command()
 @click.argument("policy", required=False, type=click.Path(dir_okay=False, path_type=Path))
-def validate(policy: Path | None) -> int:
-    """Check a policy file (default: policies/default.yaml) without running anything."""
+@click.option("--smoke", is_flag=True, help="Also load the model and score one example of every task (no noise).")
+@click.option("--model", "model", help="With --smoke: this model instead of the policy's.")
+def validate(policy: Path | None, smoke: bool, model: str | None) -> int:
+    """Check a policy file (default: policies/default.yaml): fields, data files, scorers; --smoke runs one example."""
     from auditor.audit import check_design
     from auditor.policy import load_policy
     from auditor.tasks import build_tasks
 
     loaded = load_policy(policy)
     check_design(loaded)  # too few draws to ever meet a requirement is a policy error
-    tasks = build_tasks(loaded)
+    tasks = build_tasks(loaded)  # reads every data file and imports every scorer (checking its signature)
     p = loaded.policy
     click.echo(
         f"{loaded.path}: valid (schema {p.schema_version}, {len(tasks)} task(s): "
         f"{', '.join(f'{t.name} [{len(t.examples)}]' for t in tasks)}; sigma={p.perturbation.sigma}, "
         f"design={p.sampling.design}, bound={p.sampling.bound}, sha256={loaded.sha256[:16]}…)"
     )
+    if smoke:
+        import time
+
+        from auditor.checkpoint import load_model
+
+        _quiet_libraries()
+        t0 = time.perf_counter()
+        lm = load_model(model or p.model, p.dtype, p.device, base_dir=loaded.base_dir)
+        click.echo(f"smoke: loaded {lm.identity.name} in {time.perf_counter() - t0:.1f} s")
+        for task in tasks:
+            t0 = time.perf_counter()
+            score = int(task.evaluate(lm.model, lm.tokenizer, [0], 1)[0])
+            click.echo(f"smoke: {task.name}: example 0 scored {score} ({time.perf_counter() - t0:.1f} s)")
     return EXIT_PASS
 
 
@@ -123,7 +138,21 @@ def _verdict_table(cert: Any) -> Any:
     type=click.Choice(["auto", "balanced", "balanced_low_0", "sequential"]),
     help="Spread a model too large for one GPU over several (accelerate big-model loading).",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help="No progress bar or progress lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout (human output goes to stderr).")
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JUnit XML report: one test case per task requirement.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no table; errors (and --json) only.")
+@click.option(
+    "--progress-every",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="When stderr is not a terminal (CI): a progress line every this many seconds (and every tenth of the draws).",
+)
 def certify(
     policy: Path | None,
     model: str | None,
@@ -135,28 +164,28 @@ def certify(
     threads: int | None,
     device_map: str | None,
     no_progress: bool,
+    as_json: bool,
+    junit: Path | None,
+    quiet: bool,
+    progress_every: float,
 ) -> int:
     """Audit a model under a policy (default: the built-in SmolLM2 with policies/default.yaml).
 
     Under `torchrun --nproc_per_node N -m auditor certify ...` (or `accelerate launch`) the draws are
     shared by the N processes; rank 0 writes the log and the certificate, the others print nothing.
     """
+    import contextlib
+    import sys
+
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     from auditor.audit import certify as run_certify
+    from auditor.cli.progress import LineProgress, rich_bar
     from auditor.distributed import launched_rank
     from auditor.policy import load_policy
     from auditor.signing import resolve_key
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, quiet=quiet)
     loaded = load_policy(policy)
     key = resolve_key(key)  # a bad key fails now, not after the audit
     if threads is not None:
@@ -165,31 +194,28 @@ def certify(
         torch.set_num_threads(threads)
     _quiet_libraries()
     worker = launched_rank() != 0
-    no_progress = no_progress or worker  # only rank 0 reports
-    if not no_progress:
+    show_progress = not (no_progress or quiet or worker)  # only rank 0 reports
+    if show_progress:
         _log_to(console)
-    progress = Progress(
-        TextColumn("[bold]draws"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[scores]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=no_progress,
-    )
-    bar: dict[str, Any] = {}
+    bar = rich_bar(console) if show_progress and sys.stderr.isatty() else None
+    lines = LineProgress(sys.stderr, every_seconds=progress_every) if show_progress and bar is None else None
+    state: dict[str, Any] = {}
 
     def on_start(total: int, names: list[str]) -> None:
-        if not no_progress:
-            console.print(f"auditing {model or loaded.policy.model}: {len(names)} task(s), up to {total} draws")
-        bar["id"] = progress.add_task("draws", total=total, scores="scoring clean model…")
+        label = f"auditing {model or loaded.policy.model}: {len(names)} task(s)"
+        if lines is not None:
+            lines.start(total, label)
+        elif bar is not None:
+            console.print(f"{label}, up to {total} draws")
+            state["id"] = bar.add_task("draws", total=total, scores="scoring clean model…")
 
     def on_draw(draw: int, means: dict[str, float]) -> None:
-        progress.update(bar["id"], advance=1, scores="  ".join(f"{k} {v:.2f}" for k, v in means.items()))
+        if lines is not None:
+            lines.draw(draw, means)
+        elif bar is not None:
+            bar.update(state["id"], advance=1, scores="  ".join(f"{k} {v:.2f}" for k, v in means.items()))
 
-    with progress:
+    with bar if bar is not None else contextlib.nullcontext():
         run = run_certify(
             loaded,
             model=model,
@@ -205,7 +231,14 @@ def certify(
     if run is None:  # a worker rank: its draws went to rank 0
         return EXIT_PASS
     cert = run.certificate
-    out = Console()
+    rc = EXIT_PASS if cert.verdict == "pass" else EXIT_FAIL
+    files = dict(run.files)
+    if junit is not None:
+        from auditor.report_formats import certificate_cases, write_junit
+
+        files["junit"] = write_junit(junit, "auditor certify", certificate_cases(cert))
+    # with --json stdout carries the JSON document alone; the human report moves to stderr
+    out = Console(stderr=as_json, quiet=quiet)
     out.print(_verdict_table(cert))
     for t in cert.tasks:
         out.print(f"  {t.name}: " + "; ".join(t.reasons))
@@ -219,10 +252,15 @@ def certify(
         f"{run.draws_used} draws ({run.resumed_draws} resumed) in {run.seconds_total:.1f} s: "
         f"noise {run.seconds_noise:.1f} s, evaluation {run.seconds_eval:.1f} s, setup/clean/report {other:.1f} s"
     )
-    for kind, path in run.files.items():
+    for kind, path in files.items():
         out.print(f"{kind}: {path}")
     slack = ", ".join(f"{t.name} {t.statistical_slack:.3f}" for t in cert.tasks)
     out.print(f"statistical slack p̂ − p_lower: {slack}; certify took {run.seconds_total:.0f} s")
     if cert.verdict == "measured":
         out.print("verdict MEASURED: the policy sets no requirement, so nothing passed (exit 1)")
-    return EXIT_PASS if cert.verdict == "pass" else EXIT_FAIL
+    if as_json:
+        from auditor.report_formats import certify_summary, dumps
+
+        seconds = {"total": run.seconds_total, "noise": run.seconds_noise, "evaluation": run.seconds_eval}
+        click.echo(dumps(certify_summary(cert, files, rc, {"seconds": seconds, "resumed_draws": run.resumed_draws})))
+    return rc

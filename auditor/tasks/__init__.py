@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from auditor.errors import TaskError
-from auditor.policy import DataSource, LoadedPolicy, TaskSpec
+from auditor.policy import DataSource, LmEvalSource, LoadedPolicy, TaskSpec
 from auditor.tasks.base import Example, Task
 from auditor.tasks.builtin import BUILTINS, builtin
 from auditor.tasks.choice import ChoiceTask
@@ -21,8 +22,38 @@ __all__ = ["BUILTINS", "ChoiceTask", "Example", "GenerationTask", "Task", "build
 
 
 def build_tasks(loaded_policy: LoadedPolicy) -> list[Task]:
-    """Every task of the policy, data paths resolved against the policy file's folder."""
-    return [build_task(spec, loaded_policy.base_dir) for spec in loaded_policy.policy.tasks]
+    """Every task of the policy, data paths resolved against the policy file's folder.
+
+    Problems are gathered over all tasks and raised together: one TaskError, one line each.
+    """
+    origin = str(loaded_policy.path) if loaded_policy.path else "<policy>"
+    tasks: list[Task] = []
+    problems: list[str] = []
+    for i, spec in enumerate(loaded_policy.policy.tasks):
+        unknown = _unknown_builtin(spec)
+        if unknown is not None:
+            problems.append(f"{origin}: field 'tasks[{i}].source': {unknown}")
+            continue
+        try:
+            tasks.append(build_task(spec, loaded_policy.base_dir))
+        except TaskError as exc:
+            tag = f"task '{spec.name}'"  # say which task, unless the message already does
+            problems += [line if tag in line else f"{tag}: {line}" for line in str(exc).splitlines()]
+    if problems:
+        raise TaskError("\n".join(problems))
+    return tasks
+
+
+def _unknown_builtin(spec: TaskSpec) -> str | None:
+    """What is wrong with a 'builtin:NAME' source whose NAME is not built in (with the near miss)."""
+    if not isinstance(spec.source, str) or not spec.source.startswith("builtin:"):
+        return None
+    name = spec.source.removeprefix("builtin:")
+    if name in BUILTINS:
+        return None
+    near = difflib.get_close_matches(name, list(BUILTINS), n=1)
+    hint = f"; did you mean 'builtin:{near[0]}'?" if near else ""
+    return f"unknown built-in task '{spec.source}'{hint} (built-ins: {', '.join(sorted(BUILTINS))})"
 
 
 def build_task(spec: TaskSpec, base_dir: Path) -> Task:
@@ -31,6 +62,8 @@ def build_task(spec: TaskSpec, base_dir: Path) -> Task:
     if "{prompt}" not in spec.template:
         raise TaskError(f"task '{spec.name}': template must contain the placeholder {{prompt}}")
     max_new_tokens, chat, first_line = spec.max_new_tokens, spec.chat, False
+    if isinstance(spec.source, LmEvalSource):
+        return _lm_eval_task(spec, spec.source, base_dir)
     if isinstance(spec.source, DataSource):
         examples = load_source(spec.source, base_dir, limit=spec.limit)
         path = resolve_path(spec.source.path, base_dir)
@@ -63,6 +96,29 @@ def build_task(spec: TaskSpec, base_dir: Path) -> Task:
     if spec.oracle.type == "python":
         info["scorer"] = spec.oracle.scorer  # type: ignore[union-attr]
     return GenerationTask(spec.name, examples, scorer, fmt, max_new_tokens, info, first_line=first_line)
+
+
+def _lm_eval_task(spec: TaskSpec, source: LmEvalSource, base_dir: Path) -> Task:
+    from auditor.tasks.lmeval import LmEvalTask, load_lm_eval_task
+
+    harness_task = load_lm_eval_task(spec.name, source, base_dir)  # raises TaskError when lm-eval is missing
+    caps = [n for n in (spec.limit, source.limit) if n is not None]
+    import lm_eval
+
+    info: dict[str, Any] = {
+        "source": f"lm-eval:{source.task}",
+        "oracle": "lm-eval",
+        "lm_eval_version": getattr(lm_eval, "__version__", "unknown"),
+    }
+    if source.data_files:
+        info["data_sha256"] = {
+            split: hashlib.sha256(resolve_path(f, base_dir).read_bytes()).hexdigest()
+            for split, f in sorted(source.data_files.items())
+        }
+    metric = getattr(spec.oracle, "metric", "acc")
+    task = LmEvalTask(spec.name, harness_task, metric, min(caps) if caps else None, info, system=spec.system)
+    task.info["examples_sha256"] = examples_digest(list(task.examples))
+    return task
 
 
 def examples_digest(examples: list[Example]) -> str:

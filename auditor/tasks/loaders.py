@@ -7,9 +7,10 @@ Every error names the file and the line (or column) at fault. Rows keep their li
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import string
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +82,15 @@ def _csv_rows(path: Path, keys: dict[str, str], explicit: set[str]) -> Iterator[
         reader = csv.DictReader(_lines(path, fh))
         header = reader.fieldnames or []
         needed = {"prompt"} | explicit
-        for ours in sorted(needed):
-            if keys[ours] not in header:
-                raise TaskError(
+        missing = [ours for ours in sorted(needed) if keys[ours] not in header]
+        if missing:
+            raise TaskError(
+                "\n".join(
                     f"{path}: no column '{keys[ours]}' ({ours}); columns are: {', '.join(header) or 'none'}"
+                    f"{_map_hint(ours, keys[ours], header)}"
+                    for ours in missing
                 )
+            )
         try:
             for row in reader:
                 if None in row:
@@ -109,11 +114,24 @@ def _lines(path: Path, fh) -> Iterator[str]:
         raise TaskError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
 
 
+def _map_hint(ours: str, key: str, present: Sequence[str]) -> str:
+    """How to point our field at one of the file's columns: `fields: {prompt: question}`."""
+    near = difflib.get_close_matches(key, list(present), n=1, cutoff=0.5)
+    column = near[0] if near else (present[0] if present else "COLUMN")
+    return f"; map it in the policy with `fields: {{{ours}: {column}}}`"
+
+
 def _text(path: Path, line: int, row: dict[str, Any], key: str, ours: str, required: bool) -> Any:
     value = row.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
-            raise TaskError(f"{path}: line {line}: missing field '{key}' ({ours})")
+            if key not in row:
+                keys = list(row)
+                raise TaskError(
+                    f"{path}: line {line}: missing field '{key}' ({ours}); the row has: {', '.join(keys) or 'nothing'}"
+                    f"{_map_hint(ours, key, keys)}"
+                )
+            raise TaskError(f"{path}: line {line}: missing field '{key}' ({ours}): the value is empty")
         return None
     return value
 

@@ -138,8 +138,26 @@ def load_python_scorer(scorer: str, base_dir: Path) -> Callable[..., Any]:
     return func
 
 
+def check_scorer_signature(scorer: str, func: Callable[..., Any]) -> None:
+    """A scorer is called as f(answer, example); refuse one that cannot take those two arguments."""
+    import inspect
+
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return  # builtins and C functions without a signature: let the call decide
+    try:
+        sig.bind("answer", Example(prompt="prompt"))
+    except TypeError as exc:
+        raise TaskError(
+            f"scorer '{scorer}': it is called as f(answer: str, example) -> bool or 0/1, "
+            f"but its signature is {func.__name__}{sig} ({exc})"
+        ) from exc
+
+
 def make_python(scorer: str, base_dir: Path) -> Scorer:
     func = load_python_scorer(scorer, base_dir)
+    check_scorer_signature(scorer, func)
 
     def score_python(answer: str, example: Example) -> int:
         try:
