@@ -26,10 +26,35 @@ class WrappedOptimizer(torch.optim.Optimizer):
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"expected a torch.optim.Optimizer to wrap, got {type(optimizer).__name__}")
-        self.base = optimizer
-        super().__init__(optimizer.param_groups, optimizer.defaults)
-        self.param_groups = optimizer.param_groups
-        self.state = optimizer.state
+        super().__init__(optimizer.param_groups, optimizer.defaults)  # hooks and bookkeeping of an Optimizer
+        self.base = optimizer  # from here on param_groups and state are the wrapped optimizer's
+
+    # Properties, not copies: the wrapped optimizer's load_state_dict replaces its lists (accelerate calls it).
+    @property  # type: ignore[override]
+    def param_groups(self) -> list[dict[str, Any]]:
+        base = self.__dict__.get("base")
+        return base.param_groups if base is not None else self.__dict__["_groups"]
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        base = self.__dict__.get("base")
+        if base is not None:
+            base.param_groups = value
+        else:
+            self.__dict__["_groups"] = value
+
+    @property  # type: ignore[override]
+    def state(self) -> Any:
+        base = self.__dict__.get("base")
+        return base.state if base is not None else self.__dict__["_state"]
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        base = self.__dict__.get("base")
+        if base is not None:
+            base.state = value
+        else:
+            self.__dict__["_state"] = value
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)

@@ -50,7 +50,10 @@ class GOTrainer(Trainer):
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         optimizer = super().create_optimizer(model)
         if not isinstance(optimizer, GaussianAugmented):
-            optimizer = GaussianAugmented(self.model if model is None else model, optimizer, **self.go_settings)
+            target = self.model if model is None else model
+            if not isinstance(target, torch.nn.Module):
+                raise TypeError("GOTrainer needs a torch model to wrap its optimizer")
+            optimizer = GaussianAugmented(target, optimizer, **self.go_settings)
         self.optimizer = self.go = optimizer
         return optimizer
 

@@ -255,3 +255,15 @@ def test_a_scheduler_drives_the_wrapped_optimizer() -> None:
     go.step()
     sched.step()
     assert go.base.param_groups[0]["lr"] == 0.5
+
+
+def test_groups_stay_shared_after_the_wrapped_optimizer_reloads_its_state() -> None:
+    model = Quadratic()
+    go = make_go(model, lr=1.0)
+    go.load_state_dict(go.state_dict())  # torch replaces the wrapped optimizer's group list here (accelerate does this)
+    sched = torch.optim.lr_scheduler.StepLR(go, step_size=1, gamma=0.5)
+    with go.perturbed():
+        model.loss().backward()
+    go.step()
+    sched.step()
+    assert go.base.param_groups[0]["lr"] == 0.5 and go.param_groups is go.base.param_groups
