@@ -32,17 +32,17 @@ class CleanWhenSeen(TrainerCallback):
         assert self.trainer is not None and self.trainer.go is not None
         self.seen.append(self.trainer.go.is_perturbed)
 
-    def on_save(self, args, state, control, **kw):  # noqa: ANN001, ANN201
+    def on_save(self, args, state, control, **kw):
         self._check()
 
-    def on_evaluate(self, args, state, control, **kw):  # noqa: ANN001, ANN201
+    def on_evaluate(self, args, state, control, **kw):
         self._check()
 
-    def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, ANN201
+    def on_step_end(self, args, state, control, **kw):
         self._check()
 
 
-def args(tmp_path, **kw) -> TrainingArguments:  # noqa: ANN001
+def args(tmp_path, **kw) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(tmp_path),
         per_device_train_batch_size=2,
@@ -64,7 +64,7 @@ def args(tmp_path, **kw) -> TrainingArguments:  # noqa: ANN001
     )
 
 
-def train(tmp_path, sigma: float | None) -> tuple[torch.nn.Module, object]:  # noqa: ANN001
+def train(tmp_path, sigma: float | None) -> tuple[torch.nn.Module, object]:
     model = make_model(seed=1)
     model.train()
     ds = Rows()
@@ -79,7 +79,7 @@ def train(tmp_path, sigma: float | None) -> tuple[torch.nn.Module, object]:  # n
     return model, trainer
 
 
-def test_sigma_zero_trains_like_the_plain_trainer(tmp_path) -> None:  # noqa: ANN001
+def test_sigma_zero_trains_like_the_plain_trainer(tmp_path) -> None:
     plain, _ = train(tmp_path / "plain", None)
     go_model, trainer = train(tmp_path / "go0", 0.0)
     assert isinstance(trainer.go, GaussianAugmented)  # type: ignore[attr-defined]
@@ -88,7 +88,7 @@ def test_sigma_zero_trains_like_the_plain_trainer(tmp_path) -> None:  # noqa: AN
         assert torch.allclose(p, q, atol=1e-6, rtol=0), n
 
 
-def test_noise_changes_the_training_and_theta_is_clean_at_save_and_eval(tmp_path) -> None:  # noqa: ANN001
+def test_noise_changes_the_training_and_theta_is_clean_at_save_and_eval(tmp_path) -> None:
     plain, _ = train(tmp_path / "plain", None)
     noisy, trainer = train(tmp_path / "go", 0.05)
     cb = next(c for c in trainer.callback_handler.callbacks if isinstance(c, CleanWhenSeen))  # type: ignore[attr-defined]
