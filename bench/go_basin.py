@@ -25,7 +25,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +117,16 @@ def scorer_task(name: str, rows: Any) -> Any:
     return BatchedScorer(name, list(range(len(rows))), lambda model, i: int(correct(model, rows[i : i + 1])[0]))
 
 
-def train(model: Any, data: np.ndarray, args: argparse.Namespace, kind: str, steps: int, seed: int, lr: float) -> float:
+def train(
+    model: Any,
+    data: np.ndarray,
+    args: argparse.Namespace,
+    kind: str,
+    steps: int,
+    seed: int,
+    lr: float,
+    on_step: Callable[[int], None] | None = None,
+) -> float:
     """Train in place; returns wall seconds. Batches come from (seed) alone: same order for every optimizer."""
     import torch
 
@@ -138,7 +147,7 @@ def train(model: Any, data: np.ndarray, args: argparse.Namespace, kind: str, ste
     rng = np.random.default_rng(derive_seed(seed, "batches", len(data)))
     rows_all = torch.from_numpy(data)
     t0 = time.perf_counter()
-    for _ in range(steps):
+    for step in range(steps):
         rows = rows_all[torch.from_numpy(rng.integers(0, len(data), args.batch))]
         if isinstance(opt, SAM):
             opt.step(lambda rows=rows: _backward(model, rows))
@@ -151,6 +160,8 @@ def train(model: Any, data: np.ndarray, args: argparse.Namespace, kind: str, ste
             opt.step()
         opt.zero_grad()
         sched.step()
+        if on_step is not None:
+            on_step(step + 1)
     model.eval()
     return time.perf_counter() - t0
 
@@ -200,6 +211,7 @@ class Run:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     curves: dict[str, list[float]] = field(default_factory=dict)
     slices: dict[str, list[list[float]]] = field(default_factory=dict)
+    forgetting: dict[str, list[list[float]]] = field(default_factory=dict)  # [ft step, addition, subtraction]
 
 
 def run_seed(seed: int, args: argparse.Namespace, grid: list[float], scales: list[float]) -> Run:
@@ -211,6 +223,7 @@ def run_seed(seed: int, args: argparse.Namespace, grid: list[float], scales: lis
     add_test, sub_test = torch.from_numpy(add.test), torch.from_numpy(sub.test)
     task = scorer_task("addition", add_test)
     run = Run()
+    probe_steps = {args.ft_probe, args.ft_steps, *(int(args.ft_steps * f) for f in (0.05, 0.1, 0.25, 0.5, 0.75))}
     for kind in OPTIMIZERS:
         model = make_model(args, seed)
         run.seconds[kind] = train(model, add.train, args, kind, args.steps, seed, args.lr)
@@ -219,12 +232,21 @@ def run_seed(seed: int, args: argparse.Namespace, grid: list[float], scales: lis
         edge, curve = basin_edge(model, task, grid, seed, args)
         run.slices[kind] = slices(model, add_test, scales, seed, args.slice_dirs).tolist()
         tuned = copy.deepcopy(model)
-        train(tuned, sub.train, args, "adamw", args.ft_steps, seed + 10_000, args.ft_lr)
+        probes: dict[int, tuple[float, float]] = {0: (clean, float(correct(tuned, sub_test).mean()))}
+
+        def probe(step: int, tuned: Any = tuned, probes: dict = probes) -> None:
+            if step in probe_steps:
+                probes[step] = (float(correct(tuned, add_test).mean()), float(correct(tuned, sub_test).mean()))
+
+        train(tuned, sub.train, args, "adamw", args.ft_steps, seed + 10_000, args.ft_lr, probe)
         after = float(correct(tuned, add_test).mean())
+        run.forgetting[kind] = [[k, *v] for k, v in sorted(probes.items())]
         run.metrics[kind] = {
             "clean": clean,
             "p_lower": p_fixed,
             "sigma_star": edge,
+            "add_at_probe": probes[args.ft_probe][0],
+            "sub_at_probe": probes[args.ft_probe][1],
             "add_after_ft": after,
             "forgetting": clean - after,
             "sub_after_ft": float(correct(tuned, sub_test).mean()),
@@ -254,6 +276,8 @@ METRICS = [
     ("clean", "clean S(θ) addition"),
     ("p_lower", "p_lower at σ_fix"),
     ("sigma_star", "certified edge σ*"),
+    ("add_at_probe", "addition after probe FT steps"),
+    ("sub_at_probe", "subtraction after probe FT steps"),
     ("add_after_ft", "addition after FT"),
     ("forgetting", "forgetting (before − after)"),
     ("sub_after_ft", "subtraction after FT"),
@@ -284,7 +308,8 @@ def report(runs: list[Run], args: argparse.Namespace, grid: list[float], cpu_s: 
         "| metric | " + " | ".join(OPTIMIZERS) + " |",
         "|---|" + "---|" * len(OPTIMIZERS),
     ]
-    for key, label in METRICS:
+    metrics = [(k, label.replace("probe", str(args.ft_probe))) for k, label in METRICS]
+    for key, label in metrics:
         lines.append(f"| {label} | " + " | ".join(fmt([r.metrics[k][key] for r in runs]) for k in OPTIMIZERS) + " |")
     lines.append(
         "| pre-training wall s | " + " | ".join(fmt([r.seconds[k] for r in runs], 1) for k in OPTIMIZERS) + " |"
@@ -292,13 +317,13 @@ def report(runs: list[Run], args: argparse.Namespace, grid: list[float], cpu_s: 
     lines += ["", "Paired differences to AdamW (same seed), mean ± 95% t-interval:", ""]
     lines += ["| metric | sam − adamw | go − adamw |", "|---|---|---|"]
     verdicts = []
-    for key, label in METRICS:
+    for key, label in metrics:
         cells = []
         for k in ("sam", "go"):
             d = [r.metrics[k][key] - r.metrics["adamw"][key] for r in runs]
             cells.append(fmt(d))
             m, h = t_interval(d)
-            if k == "go" and key in ("sigma_star", "p_lower", "forgetting") and not math.isnan(h):
+            if k == "go" and key in ("sigma_star", "p_lower", "forgetting", "add_at_probe") and not math.isnan(h):
                 sign = "excludes 0" if abs(m) > h else "includes 0"
                 verdicts.append(f"- GO − AdamW, {label}: {m:+.4f} ± {h:.4f} ({sign}).")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -316,7 +341,7 @@ def report(runs: list[Run], args: argparse.Namespace, grid: list[float], cpu_s: 
         "",
         f"Whole bench: {cpu_s / 60:.1f} CPU minutes, {wall_s / 60:.1f} wall minutes.",
         "",
-        "![p_lower vs sigma](basin.png) ![landscape slices](slices.png)",
+        "![p_lower vs sigma](basin.png) ![landscape slices](slices.png) ![forgetting](forgetting.png)",
         "",
     ]
     return "\n".join(lines)
@@ -358,6 +383,19 @@ def figures(runs: list[Run], grid: list[float], scales: list[float], out: Path) 
     fig.tight_layout()
     fig.savefig(out / "slices.png")
     plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    for k in OPTIMIZERS:
+        f = np.array([r.forgetting[k] for r in runs])  # seeds x probes x (step, addition, subtraction)
+        ax.plot(f[0, :, 0], f[:, :, 1].mean(0), "o-", ms=3, color=colors[k], label=f"{k}: addition (old)")
+        ax.plot(f[0, :, 0], f[:, :, 2].mean(0), "s--", ms=3, color=colors[k], label=f"{k}: subtraction (new)")
+    ax.set_xlabel("fine-tuning step (AdamW, subtraction only)")
+    ax.set_ylabel("score (mean over seeds)")
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_title("forgetting during the fine-tune", fontsize=8)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "forgetting.png")
+    plt.close(fig)
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -368,6 +406,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ft-steps", type=int, default=200, help="fine-tuning steps on the shifted task")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--ft-probe", type=int, default=20, help="fine-tuning step at which forgetting is also reported")
     p.add_argument("--ft-lr", type=float, default=5e-4, help="fine-tuning learning rate")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--layers", type=int, default=2)
@@ -389,7 +428,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("reports/go"))
     args = p.parse_args(argv)
     if args.quick:
-        args.seeds, args.steps, args.ft_steps, args.batch = 2, 6, 3, 16
+        args.seeds, args.steps, args.ft_steps, args.ft_probe, args.batch = 2, 6, 4, 2, 16
         args.eval_n, args.draws, args.grid, args.slice_dirs, args.slice_points = 32, 3, "0.01,0.05", 1, 3
         args.layers, args.width = 1, 32
     return args
@@ -409,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures(runs, grid, scales, args.out)
     text = report(runs, args, grid, cpu_s, wall_s)
     (args.out / "go_basin.md").write_text(text, encoding="utf-8")
-    raw = [{"seconds": r.seconds, "metrics": r.metrics, "curves": r.curves} for r in runs]
+    raw = [{"seconds": r.seconds, "metrics": r.metrics, "curves": r.curves, "forgetting": r.forgetting} for r in runs]
     (args.out / "go_basin.json").write_text(json.dumps({"grid": grid, "runs": raw}, indent=1), encoding="utf-8")
     print(text)
     return 0

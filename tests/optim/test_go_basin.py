@@ -22,7 +22,9 @@ def test_quick_run_writes_the_report(tmp_path) -> None:
         assert label in text
     raw = json.loads((tmp_path / "go_basin.json").read_text(encoding="utf-8"))
     assert len(raw["runs"]) == 2 and set(raw["runs"][0]["metrics"]) == {"adamw", "sam", "go"}
-    assert (tmp_path / "basin.png").stat().st_size > 1000 and (tmp_path / "slices.png").stat().st_size > 1000
+    for name in ("basin.png", "slices.png", "forgetting.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    assert [row[0] for row in raw["runs"][0]["forgetting"]["go"]] == [0, 1, 2, 3, 4]  # start, fractions of the run, --ft-probe, end
 
 
 def test_the_batched_scorer_agrees_with_greedy_decoding() -> None:
