@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -50,7 +49,6 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
             f.write(",".join(str(int(c)) for c in checks))
 
 
-@pytest.mark.slow  # spawns two interpreters that import torch: tens of seconds on a busy 2-core machine
 def test_ranks_draw_the_same_noise_and_stay_in_sync(tmp_path) -> None:
     out = tmp_path / "checks.txt"
     mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
