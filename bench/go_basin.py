@@ -15,7 +15,7 @@ steps; then each is fine-tuned with plain AdamW on subtraction (the shifted task
 Means over seeds with 95% t-intervals; differences to AdamW are paired by seed.
 Answers are written reversed (least significant digit first), so the carry flows left to right.
 
-Run: python bench/go_basin.py [--seeds 3] [--steps 1000] [--quick] [--out reports/go]
+Run: python bench/go_basin.py [--seeds 5] [--steps 1000] [--quick] [--out reports/go]
 """
 
 from __future__ import annotations
@@ -408,7 +408,7 @@ def figures(runs: list[Run], grid: list[float], scales: list[float], out: Path) 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--seed0", type=int, default=0)
     p.add_argument("--steps", type=int, default=1000, help="pre-training steps")
     p.add_argument("--ft-steps", type=int, default=200, help="fine-tuning steps on the shifted task")
