@@ -306,4 +306,13 @@ def read_result(path: Path) -> dict[str, Any]:
     for key in ("clean", "points", "grid", "tolerance", "dimension"):
         if not isinstance(data, dict) or key not in data:
             raise AuditorError(f"{path}: not a landscape result (field '{key}' missing)")
+    try:
+        clean = {str(k): float(v) for k, v in data["clean"].items()}
+        for p in data["points"]:
+            if p["family"] not in FAMILIES or p["task"] not in clean:
+                raise ValueError(f"point {p!r}")
+            float(p["a"]), float(p["score"]), int(p["direction"])
+        float(data["tolerance"]), int(data["dimension"])
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise AuditorError(f"{path}: not a landscape result (malformed {exc})") from exc
     return data
