@@ -91,3 +91,30 @@ def save_task_png(data: dict[str, Any], task: str, path: Path) -> Path:
     with matplotlib.rc_context({"font.size": 8, "font.family": "DejaVu Sans"}):
         _figure(data, task).savefig(path, format="png", dpi=110, metadata={"Software": None})
     return path
+
+
+def save_sigma_curve(edges: Any, path: Path) -> Path:
+    """p_lower against sigma per task (a sigma grid run), the threshold and sigma* marked."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 3.0), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    for k, e in enumerate(edges):
+        colour = f"C{k}"
+        xs = [s.sigma for s in e.steps]
+        ax.plot(xs, [s.p_lower for s in e.steps], color=colour, marker="o", label=f"{e.task} p_lower")
+        ax.plot(xs, [s.threshold for s in e.steps], color=colour, ls=":", lw=1)
+        if e.sigma_star is not None:
+            ax.axvline(e.sigma_star, color=colour, lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("σ (dotted: each task's threshold; dashed: its σ*)")
+    ax.set_ylabel("p_lower")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, color="#e4e4e4", lw=0.6)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout(pad=0.4)
+    fig.savefig(path, format="png", dpi=110, metadata={"Software": None})
+    return path
