@@ -77,6 +77,7 @@ class LandscapeResult:
     tolerance: float
     grid: list[float]
     clean: dict[str, float]
+    examples: dict[str, int] = field(default_factory=dict)  # per task: a score moves in steps of 1/n
     points: list[Point] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
     strict: list[StrictBasin] = field(default_factory=list)
@@ -218,6 +219,7 @@ def run_landscape(
         tolerance=spec.tolerance,
         grid=list(spec.grid),
         clean=clean,
+        examples={t.name: len(t.examples) for t in tasks},
     )
     runner = _Runner(model, tokenizer, tasks, bs, on_point)
     scales = signed_grid(spec.grid)
