@@ -153,3 +153,94 @@ def run_sigma_grid(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sigma_grid.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return edges
+
+
+# --------------------------------------------------------------------------- sigma from the data
+
+
+def pilot_seed(seed: int) -> int:
+    """The pilot draws' seed: a stream of its own, so the certifying draws are independent of them."""
+    from auditor.perturb import derive_seed
+
+    return derive_seed(seed, "sigma-pilot")
+
+
+def candidate_sigmas(lo: float, hi: float, k: int) -> list[float]:
+    """k sigmas spaced geometrically over [lo, hi] (radii scale with sigma, so ratios matter)."""
+    if not 0 < lo < hi or k < 2:
+        raise ValueError(f"sigma range must satisfy 0 < lo < hi with k >= 2 candidates, got [{lo}, {hi}], k={k}")
+    return [float(v) for v in np.geomspace(lo, hi, k)]
+
+
+def choose_sigma(pilot: dict[float, dict[str, float]], target: float) -> tuple[float, dict[float, float]]:
+    """The sigma whose smallest pilot radius over tasks is largest; {sigma: that radius} for the record.
+
+    `pilot[sigma][task]` is the pilot's lower bound. Any rule is valid here: the pilot draws are
+    never reused by the bound that certifies the chosen sigma (Cohen et al.'s n0 / n split).
+    """
+    score = {
+        s: min(float(bounds.certified_radius(p, target, s)) for p in by_task.values()) for s, by_task in pilot.items()
+    }
+    best = max(score, key=lambda s: (score[s], -s))  # ties: the smaller sigma
+    return best, score
+
+
+def run_sigma_auto(
+    model: Any,
+    tokenizer: Any,
+    tasks: Sequence[Any],
+    loaded: Any,
+    identity: Any,
+    lo: float,
+    hi: float,
+    pilot_draws: int,
+    out_dir: Path,
+    candidates: int = 5,
+) -> dict[str, Any]:
+    """Pilot n0 draws at each candidate sigma (own seed), pick sigma, certify it with fresh draws.
+
+    Writes the certificate of the chosen sigma under out_dir/ and sigma_auto.json (the pilot table).
+    """
+    from auditor.audit import publish_certificate, run_audit
+
+    policy = loaded.policy
+
+    def at(sigma: float, seed: int, draws: int) -> Any:
+        pert = policy.perturbation.model_copy(update={"sigma": sigma})
+        sampling = policy.sampling.model_copy(update={"draws": draws, "max_draws": None})
+        p = policy.model_copy(update={"perturbation": pert, "sampling": sampling, "seed": seed})
+        return loaded.model_copy(update={"policy": p})
+
+    pilot: dict[float, dict[str, float]] = {}
+    pseed = pilot_seed(policy.seed)
+    for sigma in candidate_sigmas(lo, hi, candidates):
+        log = out_dir / "pilot" / f"sigma-{sigma:.4g}.jsonl"
+        cert, _ = run_audit(model, tokenizer, tasks, at(sigma, pseed, pilot_draws), identity, log)
+        pilot[sigma] = {r.name: r.p_lower for r in cert.tasks}
+    chosen, radii = choose_sigma(pilot, policy.gate.target)
+    final = loaded.model_copy(
+        update={
+            "policy": policy.model_copy(
+                update={"perturbation": policy.perturbation.model_copy(update={"sigma": chosen})}
+            )
+        }
+    )
+    cert, _ = run_audit(model, tokenizer, tasks, final, identity, out_dir / "draws.jsonl", run_id=out_dir.name)
+    publish_certificate(cert, out_dir, None)
+    doc = {
+        "range": [lo, hi],
+        "pilot_seed": pseed,
+        "pilot_draws": pilot_draws,
+        "pilot_p_lower": {f"{s:.6g}": v for s, v in pilot.items()},
+        "pilot_min_radius": {f"{s:.6g}": v for s, v in radii.items()},
+        "chosen_sigma": chosen,
+        "certifying_seed": policy.seed,
+        "certifying_draws": policy.sampling.max_draws or policy.sampling.draws,
+        "rule": "largest smallest-over-tasks radius at the target from the pilot lower bounds; pilot draws "
+        "(own seed) never enter the certificate's bound",
+        "verdict": cert.verdict,
+        "p_lower": {r.name: r.p_lower for r in cert.tasks},
+        "radius": {r.name: r.radius for r in cert.tasks},
+    }
+    (out_dir / "sigma_auto.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return doc

@@ -104,3 +104,27 @@ def test_sigma_grid_cli_end_to_end(tmp_path, tiny_model_dir, capsys):
     assert main(["sigma-grid", str(strict), "--sigmas", "0.001,0.01", "--out", str(tmp_path / "g2")]) == 1
     assert not (tmp_path / "g2" / "sigma-0.01").exists()
     assert main(["sigma-grid", str(strict), "--sigmas", "0.01,0.001"]) == 2
+
+
+def test_choose_sigma_maximises_the_smallest_radius_and_prefers_smaller_on_ties():
+    from auditor.sigma_grid import candidate_sigmas, choose_sigma, pilot_seed
+
+    pilot = {0.001: {"a": 0.99, "b": 0.95}, 0.002: {"a": 0.9, "b": 0.9}, 0.004: {"a": 0.99, "b": 0.4}}
+    best, radii = choose_sigma(pilot, target=0.5)
+    assert best == 0.002 and radii[0.004] == 0.0
+    assert radii[0.002] == pytest.approx(0.002 * norm.ppf(0.9))
+    assert choose_sigma({0.001: {"a": 0.4}, 0.002: {"a": 0.3}}, 0.5)[0] == 0.001
+    assert candidate_sigmas(0.001, 0.016, 5) == pytest.approx([0.001, 0.002, 0.004, 0.008, 0.016])
+    assert pilot_seed(4) != 4
+
+
+def test_sigma_auto_pilot_never_shares_draws_with_the_certificate(tmp_path, tiny_model_dir, capsys):
+    out = tmp_path / "auto"
+    policy = _policy(tmp_path, tiny_model_dir, 0.3)
+    args = ["sigma-auto", str(policy), "--range", "0.001,0.01", "--candidates", "2", "--pilot-draws", "3"]
+    assert main([*args, "--out", str(out)]) == 0
+    doc = json.loads((out / "sigma_auto.json").read_text())
+    assert doc["chosen_sigma"] in (0.001, 0.01) and doc["pilot_seed"] != doc["certifying_seed"]
+    cert = json.loads((out / "certificate.json").read_text())
+    assert cert["perturbation"]["sigma"] == doc["chosen_sigma"] and cert["sampling"]["draws_used"] == 6
+    assert main(["sigma-auto", str(policy), "--range", "0.01,0.001"]) == 2
