@@ -51,6 +51,7 @@ def test_landscape_writes_points_edges_and_figures(tmp_path, tiny_model_dir, can
     assert any(p["a"] == sft["scale_of_candidate"] for p in data["points"] if p["family"] == "sft")
     assert len(data["strict"]) == 1 and data["strict"][0]["directions"] == 3
     assert data["dimension"] < sum(p.numel() for p in make_model().parameters())  # include: layers only
+    assert len((out / "points.jsonl").read_text().splitlines()) == len(data["points"])
     for ext in ("png", "svg"):
         assert (out / f"landscape-choice.{ext}").stat().st_size > 1000
     shown = capsys.readouterr().out

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -106,21 +108,29 @@ def landscape(
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = out_dir or Path("reports") / f"landscape-{stamp}-{lm.identity.name}"
     console = Console(stderr=True)
+    out.mkdir(parents=True, exist_ok=True)
+    # every point is appended and flushed as it comes: an interrupted run keeps what it measured
+    log = (out / "points.jsonl").open("w", encoding="utf-8")
 
     def on_point(p: Any) -> None:
+        log.write(json.dumps(asdict(p), sort_keys=True) + "\n")
+        log.flush()
         if not no_progress:
             console.print(f"  {p.family:6s} #{p.direction:<2d} a={p.a:+.4g}  {p.task}: {p.score:.3f}", highlight=False)
 
-    result = run_landscape(
-        lm.model,
-        lm.tokenizer,
-        tasks,
-        loaded.policy,
-        families=families,
-        candidate=candidate,
-        model_name=lm.identity.name,
-        on_point=on_point,
-    )
+    try:
+        result = run_landscape(
+            lm.model,
+            lm.tokenizer,
+            tasks,
+            loaded.policy,
+            families=families,
+            candidate=candidate,
+            model_name=lm.identity.name,
+            on_point=on_point,
+        )
+    finally:
+        log.close()
     files = write_result(result, out)
     stdout = Console()
     stdout.print(_summary(result))
