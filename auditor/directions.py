@@ -116,7 +116,7 @@ def sft_direction(slicer: Slicer, candidate: Path) -> SftDirection:
         raise CheckpointError(f"{candidate}: candidate directory not found")
     refuse_pickles(candidate)
     pristine = dict(zip(slicer.names, slicer.pristine(), strict=True))
-    delta = {n: torch.zeros(p.shape, dtype=torch.float32) for n, p in pristine.items()}
+    delta = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in pristine.items()}
     outside: list[str] = []
     if (candidate / "adapter_config.json").is_file():
         from auditor.lora import read_adapter
@@ -131,7 +131,7 @@ def sft_direction(slicer: Slicer, candidate: Path) -> SftDirection:
             if name not in pristine:
                 outside.append(name)
                 continue
-            low = torch.from_numpy(lr.left @ lr.right).float()
+            low = torch.from_numpy(lr.left @ lr.right).float().to(delta[name].device)
             if low.numel() != delta[name].numel():
                 raise CheckpointError(f"{candidate}: adapter for {name} does not match the base shape")
             delta[name] += low.reshape(delta[name].shape)
@@ -153,7 +153,7 @@ def sft_direction(slicer: Slicer, candidate: Path) -> SftDirection:
 def _checked(where: Path, name: str, new: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     if tuple(new.shape) != tuple(base.shape):
         raise CheckpointError(f"{where}: tensor {name} is {list(new.shape)}, the base has {list(base.shape)}")
-    out = new - base.float()
+    out = new.to(base.device) - base.float()
     if not torch.isfinite(out).all():
         raise CheckpointError(f"{where}: tensor {name} is not finite")
     return out
