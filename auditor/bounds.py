@@ -19,7 +19,6 @@ import numpy as np
 from scipy.stats import norm
 
 __all__ = [
-    "basin_gap",
     "bound_curve",
     "certified_radius",
     "certified_score",
@@ -142,15 +141,6 @@ def bound_curve(p_lower: float, sigma: float, radii: list[float] | np.ndarray) -
         "strong": [float(v) for v in strong],
         "weak": [float(v) for v in weak],
     }
-
-
-def basin_gap(clean_score: float, p_lower: float) -> float:
-    """clean_score - p_lower: how far the raw score sits above the certified smoothed score.
-
-    An estimate, not a bound: a changed model's raw score can fall below its smoothed score by a gap
-    of this kind, which the certificate reports but does not control.
-    """
-    return float(clean_score) - float(p_lower)
 
 
 # --------------------------------------------------------------------------- token substitutions

@@ -272,6 +272,61 @@ class GateSpec(_Strict):
     target: float = Field(0.5, gt=0, lt=1, description="Target smoothed score q per task.")
 
 
+class LandscapeSpec(_Strict):
+    """1-D slices S(theta0 + a * delta) for `auditor landscape`: where the basin ends, per direction family.
+
+    Directions have norm sqrt(d) over the perturbed parameters, so a slice point at scale a is as far
+    from theta0 as one noise draw with sigma = a.
+    """
+
+    grid: list[float] = Field(
+        [0.002, 0.004, 0.008, 0.012, 0.016, 0.024],
+        min_length=1,
+        description="Scales a > 0, ascending (absolute, like sigma); each is evaluated with both signs, "
+        "and a = 0 (the clean model) is always part of a slice.",
+    )
+    random_directions: int = Field(3, ge=0, description="Independent delta ~ N(0, I) slices (most-case directions).")
+    tolerance: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Basin edge: the largest |a| up to which every slice point keeps S >= S(theta0) - tolerance.",
+    )
+    worst_steps: int = Field(
+        4, ge=1, description="Gradient evaluations of the projected ascent that finds each task's worst direction."
+    )
+    worst_scale: float | None = Field(
+        None, gt=0, description="Scale a at which the worst direction is optimised (default: the grid's median)."
+    )
+    strict_scale: float | None = Field(
+        None, gt=0, description="Scale a of the strict-basin test over random directions (unset: no test)."
+    )
+    strict_directions: int = Field(
+        44, ge=1, description="Random directions in the strict-basin test (44 shows >90% at 99% when all hold)."
+    )
+    strict_fraction: float = Field(
+        0.9, gt=0, lt=1, description="The fraction of unchanged directions the strict-basin test tries to show."
+    )
+    strict_alpha: float = Field(
+        0.01, gt=0, lt=1, description="Error level of the strict-basin test, split across tasks (Bonferroni)."
+    )
+    strict_tolerance: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="A direction is 'unchanged' when |S(theta0 + a delta) - S(theta0)| <= this "
+        "(0: the paper's strict basin, equal scores).",
+    )
+
+    @model_validator(mode="after")
+    def _ascending_grid(self) -> LandscapeSpec:
+        if any(a <= 0 for a in self.grid):
+            raise ValueError("grid: scales must be > 0 (a = 0 is always included; both signs are evaluated)")
+        if any(b <= a for a, b in zip(self.grid, self.grid[1:], strict=False)):
+            raise ValueError("grid: scales must be strictly ascending")
+        return self
+
+
 class Policy(_Strict):
     """A complete audit policy."""
 
@@ -285,6 +340,7 @@ class Policy(_Strict):
     sampling: SamplingSpec = Field(SamplingSpec())
     tasks: list[TaskSpec] = Field(min_length=1, description="Tasks to audit.")
     gate: GateSpec = Field(GateSpec())
+    landscape: LandscapeSpec = Field(LandscapeSpec(), description="Landscape slices (`auditor landscape`).")
 
     @model_validator(mode="after")
     def _unique_task_names(self) -> Policy:

@@ -153,11 +153,14 @@ def _environment() -> Any:
     return env
 
 
-def render_html(cert: Certificate, signed: bool, status_note: str | None = None) -> str:
+def render_html(
+    cert: Certificate, signed: bool, status_note: str | None = None, landscape: dict[str, Any] | None = None
+) -> str:
     """The certificate as one self-contained HTML document.
 
     `signed` says whether a DSSE envelope will accompany this rendering; an unsigned certificate is
     marked UNSIGNED on every page. `status_note` adds a line under the signature status.
+    `landscape` (a landscape.json's content) adds its slice figures, one per task.
     """
     n_tasks = len(cert.tasks)
     plots = {t.name: _data_uri(plot_curve_svg(t, cert.perturbation.sigma)) for t in cert.tasks}
@@ -166,6 +169,7 @@ def render_html(cert: Certificate, signed: bool, status_note: str | None = None)
         "signed": signed,
         "status_note": status_note,
         "plots": plots,
+        "landscape": _landscape_context(landscape),
         "n_tasks": n_tasks,
         "verdict_words": VERDICT_WORDS[cert.verdict],
         "verify_command": VERIFY_COMMAND,
@@ -175,6 +179,19 @@ def render_html(cert: Certificate, signed: bool, status_note: str | None = None)
         ),
     }
     return _environment().get_template(TEMPLATE_NAME).render(**context)
+
+
+def _landscape_context(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    from auditor.landscape_plot import plot_task_svg
+
+    return {
+        "model": data.get("model", "?"),
+        "tolerance": data["tolerance"],
+        "plots": [(task, _data_uri(plot_task_svg(data, task))) for task in data["clean"]],
+        "strict": data.get("strict", []),
+    }
 
 
 def _quiet_weasyprint() -> None:

@@ -41,10 +41,9 @@ def main() -> None:
 
     import torch
 
-    from auditor.audit import make_perturber, sampling_plan
     from auditor.checkpoint import load_model
     from auditor.policy import load_policy
-    from auditor.sample import draw_indices
+    from auditor.sample import draw_indices, make_perturber, plan_from_policy
     from auditor.tasks import build_tasks
 
     torch.set_num_threads(args.threads)
@@ -55,7 +54,7 @@ def main() -> None:
     tasks = build_tasks(loaded)
     lm = load_model(policy.model, policy.dtype, policy.device, loaded.base_dir, device_map=args.device_map)
     device = str(next(lm.model.parameters()).device)
-    plan = sampling_plan(policy, tasks)
+    plan = plan_from_policy(policy, [t.name for t in tasks])
     perturber = make_perturber(lm.model, policy)
 
     def evaluate() -> float:

@@ -90,11 +90,6 @@ def test_bound_curve() -> None:
     assert all(w <= s + 1e-12 for s, w in zip(curve["strong"], curve["weak"], strict=True))
 
 
-def test_basin_gap() -> None:
-    assert bounds.basin_gap(0.83, 0.8) == pytest.approx(0.03)
-    assert bounds.basin_gap(0.7, 0.8) == pytest.approx(-0.1)
-
-
 E = np.array(
     [
         [0.0, 0.0, 0.0],

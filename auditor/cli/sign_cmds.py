@@ -83,7 +83,13 @@ def verify(cert: Path, model_dir: Path | None, key: Path | None, policy_dir: Pat
     type=click.Path(file_okay=False, path_type=Path),
     help="Output folder (default: the certificate's folder, unless it holds a signed run).",
 )
-def render(cert: Path, out_dir: Path | None) -> int:
+@click.option(
+    "--landscape",
+    "landscape_dir",
+    type=click.Path(path_type=Path),
+    help="Add the slice figures of an `auditor landscape` run (its folder or landscape.json).",
+)
+def render(cert: Path, out_dir: Path | None, landscape_dir: Path | None) -> int:
     """Re-render the HTML and PDF of a certificate JSON (CERT: the file or its run folder).
 
     The re-rendered files are marked UNSIGNED: a signature covers the files it was made over, not
@@ -97,6 +103,11 @@ def render(cert: Path, out_dir: Path | None) -> int:
     if cert_path.name.endswith(".jsonl"):
         cert_path = cert_path.parent / CERT_JSON
     certificate = read_certificate(cert_path)
+    landscape = None
+    if landscape_dir is not None:
+        from auditor.landscape import read_result
+
+        landscape = read_result(landscape_dir)
     src_dir = cert_path.parent
     envelope = (src_dir / ENVELOPE).exists()
     out = out_dir if out_dir is not None else src_dir
@@ -110,7 +121,7 @@ def render(cert: Path, out_dir: Path | None) -> int:
         if envelope
         else ""
     )
-    html = render_html(certificate, signed=False, status_note=note)
+    html = render_html(certificate, signed=False, status_note=note, landscape=landscape)
     write_html(html, out / CERT_HTML)
     render_pdf(html, out / CERT_PDF)
     click.echo(f"html: {out / CERT_HTML}")
