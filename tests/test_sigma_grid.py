@@ -99,10 +99,10 @@ def test_sigma_grid_cli_end_to_end(tmp_path, tiny_model_dir, capsys):
     assert all(b < s["p_lower"] for b, s in zip(bonf, task["steps"], strict=True))  # alpha/m is stricter
     assert (out / "sigma-0.001" / "certificate.json").is_file() and (out / "sigma-grid.png").is_file()
     assert "sigma* = 0.01" in capsys.readouterr().out
-    # a threshold no bound can reach from 6 draws: the first sigma fails, exit 1, nothing else audited
+    # a threshold no run of 6 draws can reach: refused as a design error before any sigma is audited
     strict = _policy(tmp_path, tiny_model_dir, 0.99)
-    assert main(["sigma-grid", str(strict), "--sigmas", "0.001,0.01", "--out", str(tmp_path / "g2")]) == 1
-    assert not (tmp_path / "g2" / "sigma-0.01").exists()
+    assert main(["sigma-grid", str(strict), "--sigmas", "0.001,0.01", "--out", str(tmp_path / "g2")]) == 2
+    assert not (tmp_path / "g2" / "sigma-0.001").exists()
     assert main(["sigma-grid", str(strict), "--sigmas", "0.01,0.001"]) == 2
 
 
