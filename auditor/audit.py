@@ -25,12 +25,11 @@ from auditor.certificate import (
     TaskResult,
     ToolRecord,
 )
+from auditor.drawlog import RECORD_FORMAT, DrawLog, read_header
 from auditor.errors import AuditorError, PolicyError, RunInterrupted
 from auditor.policy import LoadedPolicy, Policy, parse_policy
 from auditor.sample import (
     CLEAN_FILE,
-    RECORD_FORMAT,
-    DrawLog,
     DrawSource,
     DrawTimer,
     SampleResult,
@@ -38,7 +37,6 @@ from auditor.sample import (
     compute_draw,
     make_perturber,
     plan_from_policy,
-    read_header,
     run_draws,
     write_clean,
 )

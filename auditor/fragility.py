@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from auditor.certificate import FragileExample, Fragility, TaskResult
-from auditor.sample import CleanRun, DrawOutcomes, SampleResult, SamplingPlan, TaskDraws, answer_and_score
+from auditor.drawlog import DrawOutcomes
+from auditor.sample import CleanRun, SampleResult, SamplingPlan, TaskDraws, answer_and_score
 from auditor.tasks.base import Task
 
 TOP_EXAMPLES = 5  # fragile examples shown per task

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from auditor.certificate import Certificate, read_certificate
+from auditor.drawlog import decode_indices, decode_outcomes, read_header
 from auditor.errors import AuditorError
 from auditor.perturb import derive_seed
 from auditor.policy import LoadedPolicy, parse_policy
-from auditor.sample import CLEAN_FILE, decode_indices, decode_outcomes, make_perturber, plan_from_policy, read_header
+from auditor.sample import CLEAN_FILE, make_perturber, plan_from_policy
 
 LOG_FILE = "draws.jsonl"
 CERT_FILE = "certificate.json"

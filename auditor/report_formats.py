@@ -94,9 +94,11 @@ def certificate_cases(cert: Certificate) -> list[CheckCase]:
             checks.append(("verdict", t.verdict == "pass"))
         for name, met in checks:
             # the task's verdict decides (an inconclusive task may pass by policy); a failing task fails
-            # exactly the requirements its numbers do not meet
-            ok = t.verdict == "pass" or (met and name != "verdict")
+            # exactly the requirements its numbers do not meet; a measured task (no requirement) fails none
+            ok = t.verdict in ("pass", "measured") or (met and name != "verdict")
             cases.append(CheckCase(where, name, ok, f"{t.verdict}: {measured}", details))
+    if cert.verdict == "measured":  # nothing was required, so nothing passed (exit 1): one failing case says so
+        cases.append(CheckCase("auditor.certify", "requirement", False, "; ".join(cert.reasons)))
     return cases
 
 

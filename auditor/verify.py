@@ -231,8 +231,9 @@ def check_draw_log(path: Path, cert: Certificate) -> str:
 
     import numpy as np
 
+    from auditor.drawlog import read_draws
     from auditor.errors import AuditorError as LogError
-    from auditor.sample import SamplingPlan, draw_unit, read_draws
+    from auditor.sample import SamplingPlan, draw_unit
     from auditor.verdicts import task_interval
 
     try:

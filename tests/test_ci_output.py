@@ -51,7 +51,7 @@ def test_json_junit_and_progress_lines(tmp_path: Path, tiny_model_dir: Path) -> 
 
 
 def test_failing_requirement_is_a_junit_failure_and_quiet_prints_nothing(tmp_path: Path, tiny_model_dir: Path) -> None:
-    policy = write_policy(tmp_path, str(tiny_model_dir), need=0.99, draws=2)
+    policy = write_policy(tmp_path, str(tiny_model_dir), need=0.2, draws=4)  # reachable, missed
     junit = tmp_path / "junit.xml"
     r = _certify(str(policy), "--out", str(tmp_path / "run"), "--quiet", "--junit", str(junit), cwd=tmp_path)
     assert r.returncode == 1
@@ -59,7 +59,7 @@ def test_failing_requirement_is_a_junit_failure_and_quiet_prints_nothing(tmp_pat
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None and suite.get("failures") == "1"
     failed = [c for c in suite.iter("testcase") if c.find("failure") is not None]
-    assert [c.get("name") for c in failed] == ["p_lower >= 0.99"]
+    assert [c.get("name") for c in failed] == ["p_lower >= 0.2"]
     assert failed[0].find("failure").get("message").startswith("fail: p_lower=")  # type: ignore[union-attr]
 
 
@@ -76,3 +76,20 @@ def test_junit_escapes_and_counts() -> None:
     assert root.get("tests") == "2" and root.get("failures") == "1"
     first = root.find("testsuite/testcase")
     assert first is not None and first.get("classname") == "auditor.gate.a<b" and first.get("name") == 'delta & "norm"'
+
+
+def test_measured_tasks_fail_no_requirement_but_a_measured_certificate_fails_one_case() -> None:
+    from factories import make_certificate
+
+    from auditor.report_formats import certificate_cases
+
+    cert = make_certificate()
+    task = cert.tasks[0].model_copy(update={"min_p_lower": None, "verdict": "measured", "reasons": ["measured"]})
+    other = cert.tasks[0].model_copy(update={"name": "other"})
+    cases = certificate_cases(cert.model_copy(update={"tasks": [other, task]}))
+    assert [(c.name, c.passed) for c in cases] == [("p_lower >= 0.6", True), ("verdict", True)]
+    only = cert.model_copy(update={"tasks": [task], "verdict": "measured", "reasons": ["no task has a requirement"]})
+    assert [(c.classname, c.name, c.passed) for c in certificate_cases(only)] == [
+        ("auditor.certify.capitals", "verdict", True),
+        ("auditor.certify", "requirement", False),
+    ]

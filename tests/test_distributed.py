@@ -20,7 +20,8 @@ import pytest
 
 from auditor.cli import main
 from auditor.distributed import ShardedDraws, Sharding, launched_rank, launched_world_size, serve_draws
-from auditor.sample import DrawLog, DrawTimer, SamplingPlan, compute_draw, run_draws
+from auditor.drawlog import DrawLog
+from auditor.sample import DrawTimer, SamplingPlan, compute_draw, run_draws
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -304,3 +304,96 @@ def test_recertify_removes_its_merged_copy(world, capsys, monkeypatch, tmp_path)
     assert code == 0 and "RECERTIFIED PASS" in text
     assert seen["model"].is_relative_to(scratch) and not any(scratch.iterdir())  # the merged copy is gone
     assert "Loading weights" not in text and "Warning" not in text
+
+
+def _junit_cases(path: Path) -> dict[tuple[str, str], str | None]:
+    """(classname, name) -> failure message (None for a passing case) of a JUnit file."""
+    import xml.etree.ElementTree as ET
+
+    suite = ET.parse(path).getroot().find("testsuite")
+    assert suite is not None and suite.get("name") == "auditor gate"
+    cases = {}
+    for c in suite.iter("testcase"):
+        failure = c.find("failure")
+        cases[(c.get("classname") or "", c.get("name") or "")] = None if failure is None else failure.get("message")
+    assert suite.get("failures") == str(sum(m is not None for m in cases.values()))
+    return cases
+
+
+def test_json_and_junit_for_several_candidates(world, capsys):
+    model, base, cert_path, tmp = world
+    near = candidate(model, tmp / "near", 1e-5)
+    far = candidate(model, tmp / "far", 0.01)
+    outside = candidate(model, tmp / "outside", 1e-6, param="model.norm.weight")
+    broken = tmp / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    junit = tmp / "junit.xml"
+    args = ["gate", str(cert_path), "--out", str(tmp / "reports"), "--json", "--junit", str(junit)]
+    for c in (near, far, outside, broken):
+        args += ["--candidate", str(c)]
+    code = main(args)
+    out = capsys.readouterr()
+    doc = json.loads(out.out)  # stdout is the JSON document alone; the human lines went to stderr
+    assert code == 2 and doc["exit_code"] == code and doc["verdict"] == "error"
+    assert "NOT CERTIFIED" in out.err and doc["certificate"]["signed"] is True
+    by_name = {Path(e["candidate"]).name: e for e in doc["candidates"]}
+    assert {k: (e["verdict"], e["exit_code"]) for k, e in by_name.items()} == {
+        "near": ("pass", 0),
+        "far": ("not certified", 1),
+        "outside": ("not certifiable", 1),
+        "broken": ("error", 2),
+    }
+    assert by_name["near"]["delta_norm"] == pytest.approx(1e-5 * 32, rel=1e-3)
+    assert Path(by_name["far"]["files"]["report"]).is_file() and by_name["far"]["recertification"] is None
+    assert [t["certified"] for t in by_name["far"]["tasks"]] == [False] and by_name["outside"]["blockers"]
+    assert doc["files"]["junit"] == str(junit)
+    cases = _junit_cases(junit)
+    task = f"{by_name['near']['tasks'][0]['name']}: bound >= {by_name['near']['tasks'][0]['target']:g}"
+    failed = sorted(k for k, m in cases.items() if m is not None)
+    assert failed == [
+        ("auditor.gate.broken", "gate"),
+        ("auditor.gate.far", task),
+        ("auditor.gate.outside", "certifiable"),
+    ]
+    assert {k for k in cases if k[0] == "auditor.gate.near"} == {
+        ("auditor.gate.near", "certifiable"),
+        ("auditor.gate.near", task),
+    }
+    assert "certified smoothed score >=" in (cases[("auditor.gate.far", task)] or "")
+
+
+def test_json_and_junit_of_a_recertified_pass(world, capsys, monkeypatch):
+    import auditor.audit
+
+    model, base, cert_path, tmp = world
+    far = candidate(model, tmp / "far", 0.01)
+
+    def fake_certify(loaded, model, out_dir, sequential, **progress):
+        return _run(make_certificate(model_dir=Path(model), p_lower=0.9), {"certificate": out_dir / "certificate.json"})
+
+    monkeypatch.setattr(auditor.audit, "certify", fake_certify)
+    junit = tmp / "junit.xml"
+    args = ["gate", str(cert_path), "--candidate", str(far), "--out", str(tmp / "g.json"), "--json", "--junit"]
+    code = main([*args, str(junit), "--recertify", "--recertify-out", str(tmp / "rerun"), "--quiet"])
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert code == 0 and doc["exit_code"] == 0 and doc["verdict"] == "recertified pass"
+    (entry,) = doc["candidates"]
+    assert entry["gate_verdict"] == "not certified" and entry["recertification"]["verdict"] == "pass"
+    cases = _junit_cases(junit)
+    assert all(m is None for m in cases.values())  # the final verdict decides: no failure, exit 0
+    assert ("auditor.gate.far", "recertify") in cases and len(cases) == 3
+    # the same candidate whose recertification fails: the gate check and the recertification fail
+    monkeypatch.setattr(
+        auditor.audit,
+        "certify",
+        lambda loaded, model, out_dir, sequential, **kw: _run(
+            make_certificate(model_dir=Path(model), p_lower=0.3).model_copy(update={"verdict": "fail"}), {}
+        ),
+    )
+    code = main([*args, str(junit), "--recertify", "--recertify-out", str(tmp / "rerun2"), "--quiet"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1 and doc["exit_code"] == 1 and doc["verdict"] == "recertified fail"
+    failed = sorted(name for (_, name), m in _junit_cases(junit).items() if m is not None)
+    assert len(failed) == 2 and "recertify" in failed

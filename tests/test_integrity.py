@@ -16,9 +16,9 @@ from factories import make_certificate, sign_certificate
 from auditor.attest import policy_files
 from auditor.certificate import AttestedFile
 from auditor.cli import main, resume_command
+from auditor.drawlog import DrawLog, read_draws
 from auditor.errors import AuditorError
 from auditor.policy import load_policy
-from auditor.sample import DrawLog, read_draws
 
 HEADER = {"policy_sha256": "p", "model_root_digest": "m", "parameters_digest": "d"}
 
@@ -158,7 +158,7 @@ def test_second_run_on_the_same_folder_fails_fast_naming_the_holder(tmp_path):
     try:
         # another process: flock is per open file description, so a child sees the lock
         code = (
-            "import sys; from pathlib import Path; from auditor.sample import DrawLog\n"
+            "import sys; from pathlib import Path; from auditor.drawlog import DrawLog\n"
             f"DrawLog(Path({str(tmp_path / 'draws.jsonl')!r}), {HEADER!r}, resume=True)\n"
         )
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

@@ -7,9 +7,9 @@ import pytest
 from test_cli import write_policy
 
 from auditor.cli import main
+from auditor.drawlog import DrawOutcomes, decode_indices, decode_outcomes, encode_indices, encode_outcomes
 from auditor.fragility import count_outcomes, fragile_indices, histogram
 from auditor.replay import pick_draws
-from auditor.sample import DrawOutcomes, decode_indices, decode_outcomes, encode_indices, encode_outcomes
 
 
 @pytest.mark.parametrize("idx", [[], [3], [0, 1, 2, 5], [0, 1, 2, 3, 7, 8, 9, 23], [5, 3, 4]])

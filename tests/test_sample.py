@@ -8,8 +8,9 @@ from conftest import make_model
 
 from auditor.audit import ScorerTask, certify_model, run_audit
 from auditor.checkpoint import memory_identity
+from auditor.drawlog import DrawLog
 from auditor.policy import parse_policy
-from auditor.sample import DrawLog, SamplingPlan, draw_indices
+from auditor.sample import SamplingPlan, draw_indices
 
 
 def _norm_sum(model) -> float:

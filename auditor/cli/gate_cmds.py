@@ -11,7 +11,17 @@ import click
 
 from auditor.checkpoint import model_source_dir
 from auditor.cli import cli
-from auditor.cli.gate_output import VERDICT_EXIT, candidate_line, print_summary, signer_for, write_report
+from auditor.cli.gate_output import (
+    VERDICT_EXIT,
+    candidate_entry,
+    candidate_line,
+    error_entry,
+    gate_cases,
+    gate_summary,
+    print_summary,
+    signer_for,
+    write_report,
+)
 from auditor.errors import EXIT_FAIL, EXIT_PASS, AuditorError
 
 
@@ -179,6 +189,12 @@ def _recertify(
 )
 @click.option("--quiet", is_flag=True, help="Only one line per candidate (and errors).")
 @click.option("--no-progress", is_flag=True, help="No progress bar during --recertify.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout (human output goes to stderr).")
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JUnit XML report: per candidate one test case per gate check (and the recertification).",
+)
 def gate(
     certificate: Path,
     candidates: tuple[Path, ...],
@@ -192,6 +208,8 @@ def gate(
     recertify_out: Path | None,
     quiet: bool,
     no_progress: bool,
+    as_json: bool,
+    junit: Path | None,
 ) -> int:
     """Pass/fail fine-tunes against a base certificate from ||theta_ft - theta0|| alone (no evaluation).
 
@@ -205,7 +223,7 @@ def gate(
 
     from auditor.trust import check_base_verdict, check_derived, load_trusted
 
-    console = Console()
+    console = Console(stderr=as_json)  # with --json stdout carries the JSON document alone
     signer = signer_for(key)  # a bad key fails before any hashing
     trusted = load_trusted(certificate, trusted_key, allow_unsigned)  # before any candidate is read
     cert, certificate = trusted.cert, trusted.path
@@ -219,6 +237,7 @@ def gate(
     out_root = out or (Path("reports") / (f"gate-{stamp}" if several else f"gate-{stamp}.json"))
     worst = EXIT_PASS
     lines = []
+    entries: list[dict[str, Any]] = []
     for i, cand in enumerate(todo):
         report_path = out_root / f"{i:02d}-{cand.name}.json" if several else out_root
         try:
@@ -228,12 +247,14 @@ def gate(
                 raise
             worst = max(worst, exc.exit_code)
             lines.append(candidate_line("error", cand, str(exc)))
+            entries.append(error_entry(cand, str(exc), exc.exit_code))
             continue
         if not quiet and not several:
             print_summary(result, console)
         report = result.to_json(str(certificate))
         report["certificate"]["trust"] = trusted.trust
         verdict = result.verdict
+        again = None
         if recertify and not result.passed:
             run_dir = recertify_out or Path("reports") / f"recertify-{stamp}"
             run_dir = run_dir / cand.name if several else run_dir
@@ -247,10 +268,21 @@ def gate(
         written = write_report(report, report_path, signer, subjects)
         detail = f"||Delta|| = {result.delta.norm:.4g}  report {written[0]}" + ("" if signer else " (unsigned)")
         lines.append(candidate_line(report["verdict"], cand, detail))
+        entries.append(candidate_entry(result, verdict, written, again))
     if not trusted.signed:
         console.print("[yellow]the certificate is unsigned: these verdicts are only as good as the file[/]")
     for line in lines:
         console.print(line, highlight=False, soft_wrap=True)
+    summary = gate_summary(cert, certificate, trusted.trust, trusted.signed, entries)
+    assert summary["exit_code"] == worst, "the document's exit code is the process's"
+    if junit is not None:
+        from auditor.report_formats import write_junit
+
+        summary["files"]["junit"] = str(write_junit(junit, "auditor gate", gate_cases(entries)))
+    if as_json:
+        from auditor.report_formats import dumps
+
+        click.echo(dumps(summary))
     return worst
 
 

@@ -118,3 +118,105 @@ def candidate_line(verdict: str, candidate: Path, detail: str) -> str:
 
     colour = _COLOUR.get(verdict.split(" (")[0], "red")
     return f"[{colour}]{verdict.upper():<18}[/] {escape(str(candidate))}  {escape(detail)}"
+
+
+def candidate_entry(
+    result: Any, verdict: str, written: list[Path], recertification: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One candidate in the `gate --json` document: its final verdict, ||Delta||, per-task bounds, files."""
+    sigma, norm = result.cert.perturbation.sigma, result.delta.norm
+    return {
+        "candidate": str(result.candidate),
+        "kind": result.kind,
+        "verdict": verdict,
+        "exit_code": VERDICT_EXIT[verdict],
+        "gate_verdict": result.verdict,
+        "delta_norm": norm,
+        "delta_norm_over_sigma": norm / sigma,
+        "blockers": result.reasons[: len(result.reasons) - len(result.tasks)],
+        "tasks": [
+            {
+                "name": t.name,
+                "p_lower": t.p_lower,
+                "target": t.target,
+                "radius": t.radius,
+                "radius_over_sigma": t.radius / sigma,
+                "bound": t.bound,
+                "certified": t.certified,
+            }
+            for t in result.tasks
+        ],
+        "files": {"report": str(written[0]), **({"envelope": str(written[1])} if len(written) > 1 else {})},
+        "recertification": recertification,
+    }
+
+
+def error_entry(candidate: Path, message: str, exit_code: int = EXIT_ERROR) -> dict[str, Any]:
+    return {"candidate": str(candidate), "verdict": "error", "exit_code": exit_code, "error": message}
+
+
+def gate_summary(cert: Any, cert_path: Path, trust: str, signed: bool, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `gate --json` document: every candidate's entry; verdict and exit code are the worst candidate's."""
+    from auditor.report_formats import SUMMARY_VERSION
+
+    worst = max(entries, key=lambda e: e["exit_code"])  # the first of the worst
+    return {
+        "summary_version": SUMMARY_VERSION,
+        "command": "gate",
+        "verdict": worst["verdict"],
+        "exit_code": worst["exit_code"],
+        "certificate": {
+            "path": str(cert_path),
+            "run_id": cert.run_id,
+            "model": cert.model.name,
+            "verdict": cert.verdict,
+            "signed": signed,
+            "trust": trust,
+        },
+        "sigma": cert.perturbation.sigma,
+        "candidates": entries,
+        "files": {},
+    }
+
+
+def gate_cases(entries: list[dict[str, Any]]) -> list[Any]:
+    """JUnit cases of the gate: per candidate 'certifiable', one per task bound, and 'recertify' when run.
+
+    The candidate's final verdict decides, as for certify: a candidate that passes (a recertified pass
+    included) fails no case; one that fails fails exactly the checks it does not meet.
+    """
+    from auditor.report_formats import CheckCase
+
+    cases = []
+    for e in entries:
+        where = f"auditor.gate.{Path(e['candidate']).name}"
+        if e["verdict"] == "error":
+            cases.append(CheckCase(where, "gate", False, e["error"]))
+            continue
+        final_pass = e["exit_code"] == EXIT_PASS
+        superseded = " (recertified pass supersedes)" if e["verdict"] == "recertified pass" else ""
+        blockers = e["blockers"]
+        cases.append(
+            CheckCase(
+                where,
+                "certifiable",
+                final_pass or not blockers,
+                ("; ".join(blockers) + superseded) if blockers else f"{e['kind']}: the certificate covers its changes",
+            )
+        )
+        for t in e["tasks"]:
+            measured = (
+                f"certified smoothed score >= {t['bound']:.4f} at ||Delta|| = {e['delta_norm']:.4g} "
+                f"(R(q) = {t['radius']:.4g}, p_lower = {t['p_lower']:.4f})"
+            )
+            met = t["certified"]
+            name = f"{t['name']}: bound >= {t['target']:g}"
+            cases.append(CheckCase(where, name, final_pass or met, measured + ("" if met else superseded)))
+        again = e["recertification"]
+        if again is not None:
+            scores = ", ".join(f"{t['name']} p_lower={t['p_lower']:.4f} {t['verdict']}" for t in again["tasks"])
+            message = f"recertification {again['verdict']}: {scores}"
+            cases.append(
+                CheckCase(where, "recertify", again["verdict"] == "pass", message, "; ".join(again["reasons"]))
+            )
+    return cases
