@@ -98,10 +98,12 @@ def test_safety_policy_validates():
         assert {t.name for t in tasks} == set(oracles)
 
 
-def _verdict_from_certificate(cert: dict) -> str:
-    """Re-derive a certificate's verdict from its numbers: every task's p_lower against its requirement."""
-    ok = all(t["min_p_lower"] is None or t["p_lower"] >= t["min_p_lower"] for t in cert["tasks"])
-    return "pass" if ok else "fail"
+def _passes(cert: dict) -> bool:
+    """Re-derive a certificate's pass from its numbers: every task's p_lower meets its requirement."""
+    for t in cert["tasks"]:
+        met = t["min_p_lower"] is None or t["p_lower"] >= t["min_p_lower"]
+        assert (t["verdict"] == "pass") == met, t
+    return all(t["verdict"] == "pass" for t in cert["tasks"])
 
 
 def small_policy(tmp_path: Path) -> Path:
@@ -109,7 +111,7 @@ def small_policy(tmp_path: Path) -> Path:
     import yaml
 
     data = yaml.safe_load(POLICY.read_text())
-    data["sampling"].update(draws=6, max_draws=6)
+    data["sampling"].update(draws=6, max_draws=6, subset=4)
     for task in data["tasks"]:
         task.update(limit=6, max_new_tokens=4)
         if isinstance(task["source"], dict):
@@ -143,7 +145,7 @@ def test_demo_pipeline_on_a_tiny_model(tmp_path, tiny_model_dir, shared_data):
         report = json.loads((out / f"gate-{kind}.json").read_text())
         recert = json.loads((work / f"recertify-{kind}" / "certificate.json").read_text())
         # the verdict comes from the candidate's own audit: recomputed from its p_lower, equal in every place
-        assert recert["verdict"] == _verdict_from_certificate(recert)
+        assert (recert["verdict"] == "pass") == _passes(recert)
         assert report["recertification"]["verdict"] == recert["verdict"]
         assert summary["candidates"][kind]["recertification"] == recert["verdict"]
         gate_passed = report["verdict"] == "pass" or recert["verdict"] == "pass"
