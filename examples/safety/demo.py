@@ -154,12 +154,12 @@ def reading(aligned: dict[str, Any], results: dict[str, dict[str, Any]], table: 
     for kind in KINDS:
         r = results[kind]
         rec = r["recert"]
-        failed = [t["name"] for t in rec["tasks"] if t["verdict"] != "pass"]
+        not_passed = [f"{t['name']} {t['verdict']}" for t in rec["tasks"] if t["verdict"] != "pass"]
         out.append(
             f"- {kind} fine-tune: gate on ‖Δ‖ alone says *{r['report']['verdict']}*; the recertification says "
             f"**{rec['verdict']}**"
-            + (f" (failing: {', '.join(failed)})" if failed else "")
-            + f"; exit code {r['code']}."
+            + (f" ({', '.join(not_passed)})" if not_passed else "")
+            + f" after {max(t['draws'] for t in rec['tasks'])} draws; exit code {r['code']}."
         )
     out += [
         "- The verdicts above are read from the gate's exit code and reports, which come from auditing each "
@@ -244,7 +244,15 @@ def main() -> int:
         "policy": args.policy.as_posix(),
     }
     (out / "README.md").write_text(reading(aligned, results, table, meta), encoding="utf-8")
-    summary = {k: {"gate_exit_code": r["code"], "recertification": r["recert"]["verdict"]} for k, r in results.items()}
+    summary = {
+        k: {
+            "gate_exit_code": r["code"],
+            "recertification": r["recert"]["verdict"],
+            "train_s": r["train_s"],
+            "gate_s": r["gate_s"],
+        }
+        for k, r in results.items()
+    }
     (out / "summary.json").write_text(
         json.dumps({"aligned": aligned["verdict"], "candidates": summary, "timings_s": timings}, indent=2) + "\n"
     )
