@@ -79,34 +79,24 @@ def chat_prompt(tokenizer: Any, prompt: str) -> tuple[list[int], bool]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"]), special
 
 
-def greedy_answers(
-    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8
-) -> list[Pair]:
-    """The model's own greedy answers (left-padded batches of a fixed size and order: deterministic)."""
+def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int) -> list[Pair]:
+    """The model's own greedy answers, one prompt at a time: no padding, so nothing depends on batching
+    (the committed adapter was trained on exactly these answers)."""
     import torch
 
+    out = []
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        ids = [chat_prompt(tokenizer, p)[0] for p in chunk]
-        width = max(len(x) for x in ids)
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+    for p in prompts:
+        ids, _ = chat_prompt(tokenizer, p)
         with torch.no_grad():
-            gen = model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad,
-            )[:, width:].tolist()
-        for p, toks in zip(chunk, gen, strict=True):
-            complete = eos in toks
-            if complete:
-                toks = toks[: toks.index(eos)]
-            out.append(Pair(p, tokenizer.decode(toks, skip_special_tokens=True), complete))
+            gen = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)[
+                0, len(ids) :
+            ].tolist()
+        complete = eos in gen
+        if complete:
+            gen = gen[: gen.index(eos)]
+        out.append(Pair(p, tokenizer.decode(gen, skip_special_tokens=True), complete))
     return out
 
 
