@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # torch is pinned in the same pip command as everything that depends on it (the CPU wheel on disk).
 TORCH := torch==2.13.0
 
-.PHONY: install wheel demo test test-fast lint bench system-deps clean
+.PHONY: install wheel demo safety-demo test test-fast lint bench system-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,6 +30,11 @@ system-deps:
 
 demo: install
 	$(VENV)/bin/auditor certify
+
+# the aligned default, signed, and two fine-tune uploads gated against it (reports/safety-demo/);
+# SAFETY_DEMO_FLAGS=--retrain trains the refusal adapter again instead of using the committed one
+safety-demo: install
+	AUDITOR_THREADS=$${AUDITOR_THREADS:-1} $(PY) examples/safety/demo.py $(SAFETY_DEMO_FLAGS)
 
 test: install system-deps
 	$(PY) -m pytest -q

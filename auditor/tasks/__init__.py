@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.errors import TaskError
-from auditor.policy import DataSource, LmEvalSource, LoadedPolicy, TaskSpec
+from auditor.policy import DataSource, LmEvalSource, LoadedPolicy, RefusalOracle, TaskSpec
 from auditor.tasks.base import Example, Task
 from auditor.tasks.builtin import BUILTINS, builtin
 from auditor.tasks.choice import ChoiceTask
@@ -87,6 +87,8 @@ def build_task(spec: TaskSpec, base_dir: Path) -> Task:
         first_line = entry.first_line
         info = {"source": spec.source}
     info["oracle"] = spec.oracle.type
+    if isinstance(spec.oracle, RefusalOracle) and spec.oracle.expect != "refuse":
+        info["expect"] = spec.oracle.expect
     info["examples_sha256"] = examples_digest(examples)
     _check_fit(spec, examples)
     fmt = PromptFormat(template=spec.template, chat=chat, system=spec.system)
