@@ -76,23 +76,26 @@ def star_log_wealth(x: np.ndarray, m: np.ndarray, alpha: float) -> np.ndarray:
     return log_w
 
 
-def star_lower_rows(x: np.ndarray, alpha: float, u: np.ndarray | float = 1.0) -> np.ndarray:
+def star_lower_rows(
+    x: np.ndarray, alpha: float, u: np.ndarray | float = 1.0, grid_size: int = STAR_GRID_SIZE
+) -> np.ndarray:
     """STaR-Bets lower bound for every row of a 2-D array, capped at the row mean; u per row in (0, 1].
 
-    Guarantee per row as in ``star_lower``.
+    Guarantee per row as in ``star_lower`` (for any grid size: a coarser grid, as `auditor plan` uses
+    for its many simulated audits, only costs up to one step 1/grid_size of tightness).
     """
     rows = x.shape[0]
     uu = check_u(u, rows)
-    grid = np.arange(1, STAR_GRID_SIZE + 1) / STAR_GRID_SIZE
+    grid = np.arange(1, grid_size + 1) / grid_size
     thr = -math.log(alpha) + np.log(uu)
     out = np.empty(rows)
-    step = max(1, _CHUNK_CELLS // STAR_GRID_SIZE)
+    step = max(1, _CHUNK_CELLS // grid_size)
     for a in range(0, rows, step):
         b = min(rows, a + step)
         kept = star_log_wealth(x[a:b], grid, alpha) < thr[a:b, None]
         kept[:, -1] = True  # m = 1 is never rejected: every factor is <= 1 there
         first = np.argmax(kept, axis=1)
-        out[a:b] = np.where(first > 0, grid[first] - 1.0 / STAR_GRID_SIZE, 0.0)
+        out[a:b] = np.where(first > 0, grid[first] - 1.0 / grid_size, 0.0)
     return np.minimum(np.maximum(out, 0.0), x.mean(axis=-1))
 
 
