@@ -304,3 +304,12 @@ def test_star_bets_on_the_demo_capitals_draws() -> None:
     x = np.array(correct) / 24
     assert stats.lower_bound("star-bets", x, 0.01 / 3) >= 0.78
     assert stats.lower_bound("betting", x, 0.01 / 3) >= 0.75
+
+
+def test_star_bets_on_a_coarse_grid_is_within_a_step_of_the_fine_one() -> None:
+    # `auditor plan` simulates thousands of audits on a 256-point grid: it may only lose about one step
+    from auditor.stats.fixed_n import star_lower_rows
+
+    x = np.random.default_rng(7).beta(8, 1, size=(40, 60))
+    fine, coarse = star_lower_rows(x, 0.01), star_lower_rows(x, 0.01, grid_size=256)
+    assert np.all(np.abs(fine - coarse) <= 2 / 256) and np.all(coarse <= x.mean(axis=1))
