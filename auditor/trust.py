@@ -239,6 +239,7 @@ def check_tensor_rms(
     p = cert.perturbation
     if p.scale == "absolute" or p.tensor_rms is None:
         return
+    draw_sq = 0.0
     for name, stated in sorted(p.tensor_rms.items()):
         if only is not None and name not in only:
             continue
@@ -248,3 +249,6 @@ def check_tensor_rms(
         got = tensor_rms_from_ref(ref, cert.model.dtype)
         if not math.isclose(stated, got, rel_tol=_RMS_REL, abs_tol=0.0):
             _refuse(where, f"perturbation.tensor_rms.{name}", stated, got)
+        draw_sq += (p.sigma * stated) ** 2 * ref.numel
+    if only is None and not _close(p.typical_noise_norm, math.sqrt(draw_sq)):
+        _refuse(where, "perturbation.typical_noise_norm", p.typical_noise_norm, math.sqrt(draw_sq))
