@@ -291,3 +291,28 @@ def test_lora_mahalanobis_norm_from_grams_matches_dense(base, tmp_path):
     assert result.certified_norm == pytest.approx(by_tensor, rel=1e-12)
     assert result.verdict == ("pass" if dense <= R_WHITE else "not certified")
     assert len(result.base_files) > 1  # relative: the base's weights are checked, not only its config
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def test_token_bound_divides_by_the_embedding_sigma(tmp_path, tiny_tokenizer):
+    from auditor.tokens import token_bound
+
+    model = make_model(tie=False)
+    path = tmp_path / "untied"
+    model.save_pretrained(path, safe_serialization=True)
+    tiny_tokenizer.save_pretrained(path)
+    names = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight"]
+    cert = relative_cert(model, path, names)
+    sigma_e = cert.perturbation.tensor_sigmas()["model.embed_tokens.weight"]
+    res = token_bound(cert, path, ["#5=#6"])
+    e = model.get_input_embeddings().weight.detach().double()
+    dist = float((e[5] - e[6]).norm())
+    assert res.refused is None and res.sigma == sigma_e
+    assert res.delta_norm == pytest.approx(dist, rel=1e-12)
+    assert res.tasks[0]["bound"] == pytest.approx(bounds.strong_bound(0.8, dist / sigma_e, 1.0), rel=1e-12)
+    rms = {**cert.perturbation.tensor_rms, "model.embed_tokens.weight": 10 * cert.perturbation.tensor_rms[names[0]]}
+    forged = cert.model_copy(update={"perturbation": cert.perturbation.model_copy(update={"tensor_rms": rms})})
+    with pytest.raises(Untrusted, match="tensor_rms.model.embed_tokens"):
+        token_bound(forged, path, ["#5=#6"])
