@@ -316,3 +316,13 @@ def test_token_bound_divides_by_the_embedding_sigma(tmp_path, tiny_tokenizer):
     forged = cert.model_copy(update={"perturbation": cert.perturbation.model_copy(update={"tensor_rms": rms})})
     with pytest.raises(Untrusted, match="tensor_rms.model.embed_tokens"):
         token_bound(forged, path, ["#5=#6"])
+
+
+def test_sigma_grid_and_auto_refuse_relative_noise(tmp_path):
+    from auditor.sigma_grid import run_sigma_auto, run_sigma_grid
+
+    loaded = parse_policy(POLICY.format(sigma=0.05, extra=", scale: relative"))
+    with pytest.raises(ValueError, match="scale: relative"):
+        run_sigma_grid(None, None, [_norm_task()], loaded, None, [0.01, 0.02], tmp_path)
+    with pytest.raises(ValueError, match="scale: relative"):
+        run_sigma_auto(None, None, [_norm_task()], loaded, None, 0.01, 0.02, 4, tmp_path)
