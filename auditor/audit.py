@@ -16,6 +16,8 @@ import yaml
 from auditor import __version__, bounds, fragility, stats, verdicts
 from auditor.attest import policy_files
 from auditor.certificate import (
+    GUARANTEE,
+    GUARANTEE_RELATIVE,
     BoundCurve,
     Certificate,
     ModelIdentity,
@@ -100,7 +102,9 @@ def check_design(loaded: LoadedPolicy) -> None:
 
 def _task_result(task: Task, policy: Policy, sample: SampleResult, clean: float, alpha_task: float) -> TaskResult:
     spec = next(t for t in policy.tasks if t.name == task.name)
-    sampling, sigma, q = policy.sampling, policy.perturbation.sigma, policy.gate.target
+    sampling, q = policy.sampling, policy.gate.target
+    # relative noise: radii in the whitened norm ||Sigma^-1/2 Delta||, i.e. in units where sigma = 1
+    sigma = policy.perturbation.sigma if policy.perturbation.scale == "absolute" else 1.0
     units = np.asarray(sample.per_task[task.name].units, dtype=float)  # exactly what the sampler decided on
     p_hat, lo, hi = verdicts.task_interval(
         units,
@@ -203,6 +207,8 @@ def run_audit(
             parameters_digest=header["parameters_digest"],
             dimension=int(perturber.dimension),
             typical_noise_norm=float(perturber.typical_noise_norm),
+            scale=pert.scale,
+            tensor_rms=getattr(perturber, "tensor_rms", None),
         ),
         sampling=SamplingRecord(
             design=policy.sampling.design,
@@ -224,6 +230,7 @@ def run_audit(
         reasons=reasons,
         attested_files=attested,
         replay=REPLAY_NOTE,
+        guarantee=GUARANTEE_RELATIVE if pert.scale == "relative" else GUARANTEE,
     )
     return cert, sample
 

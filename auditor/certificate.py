@@ -24,6 +24,14 @@ GUARANTEE = (
     "and any change Delta of those parameters keeps the smoothed score of the changed model at least "
     "Phi(Phi^-1(p_lower) - ||Delta||_2 / sigma) (and at least p_lower - ||Delta||_2 / (sqrt(2 pi) sigma))."
 )
+GUARANTEE_RELATIVE = (
+    "With probability at least 1 - alpha over the audit's random draws, for every task the smoothed score "
+    "g(theta) = E_eps S(theta + eps), eps ~ N(0, Sigma) with Sigma = diag(sigma_k^2) and sigma_k = sigma * "
+    "RMS(theta0_k) on the coordinates of perturbed tensor k, is at least p_lower; and any change Delta of those "
+    "parameters keeps the smoothed score of the changed model at least Phi(Phi^-1(p_lower) - ||Sigma^-1/2 Delta||_2) "
+    "(and at least p_lower - ||Sigma^-1/2 Delta||_2 / sqrt(2 pi)), where ||Sigma^-1/2 Delta||_2^2 = "
+    "sum_k ||Delta_k||_2^2 / sigma_k^2. Radii are stated in that whitened norm (units where sigma_k = 1)."
+)
 DOES_NOT_CLAIM = [
     "It does not bound the raw (unsmoothed) score of the model or of a fine-tuned model; the raw score of a "
     "changed model can fall further by the loss under noise (clean score minus smoothed score), which the "
@@ -87,6 +95,21 @@ class PerturbationRecord(_Frozen):
     parameters_digest: str
     dimension: int
     typical_noise_norm: float = Field(description="sigma * sqrt(dimension): the size of a draw, not a radius.")
+    scale: Literal["absolute", "relative"] = Field(
+        "absolute", description="relative: tensor k had std sigma_k = sigma * tensor_rms[k]; radii are whitened."
+    )
+    tensor_rms: dict[str, float] | None = Field(
+        None, description="relative only: RMS(theta0_k) per perturbed tensor, from the base weights."
+    )
+
+    @property
+    def radius_unit(self) -> float:
+        """The std radii are measured in: sigma (absolute), 1 (relative: the whitened norm)."""
+        return self.sigma if self.scale == "absolute" else 1.0
+
+    def tensor_sigmas(self) -> dict[str, float] | None:
+        """sigma_k per perturbed tensor (relative), else None (every coordinate has std sigma)."""
+        return None if self.tensor_rms is None else {n: self.sigma * r for n, r in self.tensor_rms.items()}
 
 
 class SamplingRecord(_Frozen):

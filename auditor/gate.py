@@ -160,6 +160,7 @@ class GateResult:
     candidate_files: list[FileDigest] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    certified_norm: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -167,8 +168,9 @@ class GateResult:
 
     def to_json(self, cert_path: str | None = None) -> dict[str, Any]:
         c, p, norm = self.cert, self.cert.perturbation, self.delta.norm
+        unit = p.radius_unit
         tasks = [
-            {**asdict(t), "radius_over_sigma": t.radius / p.sigma, "bound": t.bound, "certified": t.certified}
+            {**asdict(t), "radius_over_sigma": t.radius / unit, "bound": t.bound, "certified": t.certified}
             for t in self.tasks
         ]
         return {
@@ -191,7 +193,7 @@ class GateResult:
                 "policy_sha256": c.policy.sha256,
             },
             "perturbation": p.model_dump(
-                include={"space", "sigma", "dimension", "typical_noise_norm", "parameters_digest"}
+                include={"space", "sigma", "scale", "dimension", "typical_noise_norm", "parameters_digest"}
             ),
             "base": {
                 "path": str(self.base) if self.base else None,
@@ -204,6 +206,8 @@ class GateResult:
             "delta": {
                 "norm": norm,
                 "norm_over_sigma": norm / p.sigma,
+                # the norm the radii are in: ||Delta|| (absolute) or ||Sigma^-1/2 Delta|| (relative)
+                "certified_norm": self.certified_norm,
                 "bytes_read": self.delta.bytes_read,
                 "by_tensor": {k: math.sqrt(v) for k, v in sorted(self.delta.squared.items()) if v > 0},
                 "changed_outside_perturbed_set": self.delta.changed_outside,
@@ -221,11 +225,34 @@ GATE_GUARANTEE = (
 )
 
 
-def judge(cert: Certificate, delta: DeltaStats, blockers: list[str]) -> tuple[list[TaskGate], str, list[str]]:
-    """Bounds per task at ||Delta|| and the verdict: pass iff no blocker and every bound >= its target."""
+def certified_norm(cert: Certificate, delta: DeltaStats, aliases: dict[str, str] | None = None) -> float:
+    """The norm the certificate's radii are in: ||Delta||_2, or ||Sigma^-1/2 Delta||_2 for relative noise.
+
+    Relative: sqrt(sum_k ||Delta_k||^2 / sigma_k^2) over the perturbed tensors, sigma_k = sigma * RMS_k
+    (recorded; the gate checks it against the base first: trust.check_tensor_rms).
+    """
+    sigmas = cert.perturbation.tensor_sigmas()
+    if sigmas is None:
+        return delta.norm
+    canon = aliases or {}
+    by_name = {canon.get(n, n): s for n, s in sigmas.items()}
+    missing = sorted(n for n in delta.squared if canon.get(n, n) not in by_name)
+    if missing:
+        raise AuditorError(f"certificate: field 'perturbation.tensor_rms' has no entry for {missing[0]}")
+    return math.sqrt(math.fsum(v / by_name[canon.get(n, n)] ** 2 for n, v in delta.squared.items()))
+
+
+def judge(
+    cert: Certificate, delta: DeltaStats, blockers: list[str], aliases: dict[str, str] | None = None
+) -> tuple[list[TaskGate], str, list[str], float]:
+    """Bounds per task at the certified norm and the verdict: pass iff no blocker and every bound >= its target.
+
+    Also returns that norm (||Delta||, or the whitened ||Sigma^-1/2 Delta|| for relative noise).
+    """
     from auditor import bounds
 
-    sigma, norm = cert.perturbation.sigma, delta.norm
+    sigma, norm = cert.perturbation.radius_unit, certified_norm(cert, delta, aliases)
+    what = "||Delta||" if cert.perturbation.scale == "absolute" else "||Sigma^-1/2 Delta||"
     rows = [
         TaskGate(
             t.name,
@@ -241,12 +268,12 @@ def judge(cert: Certificate, delta: DeltaStats, blockers: list[str]) -> tuple[li
     for r in rows:
         rel = "<=" if r.certified else ">"
         reasons.append(
-            f"{r.name}: ||Delta|| = {norm:.4g} {rel} R(q={r.target:g}) = {r.radius:.4g}; "
+            f"{r.name}: {what} = {norm:.4g} {rel} R(q={r.target:g}) = {r.radius:.4g}; "
             f"certified smoothed score >= {r.bound:.4f} (target {r.target:g})"
         )
     if blockers:
-        return rows, "not certifiable", reasons
-    return rows, "pass" if all(r.certified for r in rows) else "not certified", reasons
+        return rows, "not certifiable", reasons, norm
+    return rows, "pass" if all(r.certified for r in rows) else "not certified", reasons, norm
 
 
 def _fold_aliases(idx: dict[str, TensorRef], aliases: dict[str, str]) -> list[tuple[str, TensorRef]]:
@@ -301,6 +328,8 @@ def outside_blocker(names: list[str]) -> str:
 
 def gate_checkpoint(cert: Certificate, candidate: Path, base: Path, chunk: int = CHUNK_BYTES) -> GateResult:
     """Gate a full fine-tuned checkpoint against the certified base (streamed; bounded memory)."""
+    from auditor.trust import check_tensor_rms
+
     t0 = time.perf_counter()
     if cert.perturbation.space != "weights":
         raise AuditorError(
@@ -326,6 +355,7 @@ def gate_checkpoint(cert: Certificate, candidate: Path, base: Path, chunk: int =
     twice = _fold_aliases(cidx, aliases)
     perturbed = {aliases.get(n, n) for n in cert.perturbation.parameters}
     blockers += check_layout(cert, bidx, cidx, perturbed)
+    check_tensor_rms(cert, bidx, Path("certificate"), aliases)
     for canon, copy in twice:  # a tied tensor stored twice loads as one: both copies must agree
         same = (copy.shape, copy.dtype) == (cidx[canon].shape, cidx[canon].dtype)
         if not same or stream_delta([(copy.name, cidx[canon], copy)], set(), chunk=chunk).changed_outside:
@@ -335,7 +365,7 @@ def gate_checkpoint(cert: Certificate, candidate: Path, base: Path, chunk: int =
     delta = stream_delta([(n, bidx[n], cidx[n]) for n in order], perturbed, cert.model.dtype, chunk=chunk)
     if delta.changed_outside:
         blockers.append(outside_blocker(delta.changed_outside))
-    tasks, verdict, reasons = judge(cert, delta, blockers)
+    tasks, verdict, reasons, norm = judge(cert, delta, blockers, aliases)
     notes = [f"tied weights {a} = {c}: one parameter, counted once" for a, c in aliases.items()]
     timings = {"digests_s": t1 - t0, "delta_s": delta.seconds, "total_s": time.perf_counter() - t0}
     return GateResult(
@@ -351,4 +381,5 @@ def gate_checkpoint(cert: Certificate, candidate: Path, base: Path, chunk: int =
         base_files,
         cand_files,
         timings,
+        certified_norm=norm,
     )

@@ -40,7 +40,7 @@ from auditor.tensor_stream import (
     safetensors_refs,
     stream_delta,
 )
-from auditor.trust import check_dimension
+from auditor.trust import check_dimension, check_tensor_rms
 
 PREFIX = "base_model.model."
 _LORA = re.compile(r"^(?P<mod>.+)\.lora_(?:embedding_)?(?P<ab>[AB])(?:\.[^.]+)?(?:\.weight)?$")
@@ -244,7 +244,8 @@ def gate_lora(cert: Certificate, adapter_dir: Path, base: Path | None, chunk: in
         )
     perturbed = set(cert.perturbation.parameters)
     # s*B*A does not depend on the base weights: a pure LoRA needs only the base's (certified) config.
-    only = None if adapter.full else {"config.json"}
+    # relative noise: sigma_k comes from the base tensors, so the whole base is checked too
+    only = None if adapter.full or cert.perturbation.scale != "absolute" else {"config.json"}
     base_files, cand_files = hash_base_and_candidate(cert, base, candidate_files(adapter_dir), adapter_dir, only)
     if only:
         notes.append("pure LoRA: only the base's config.json was checked against the certificate")
@@ -259,6 +260,7 @@ def gate_lora(cert: Certificate, adapter_dir: Path, base: Path | None, chunk: in
         perturbed = {canon if n == alias else n for n in perturbed}
     numel = {n: r.numel for n, r in base_index.items()}
     check_dimension(cert, numel, Path("certificate"), perturbed)
+    check_tensor_rms(cert, base_index, Path("certificate"), aliases)
     t1 = time.perf_counter()
     delta = lora_delta(adapter, perturbed, base_index, cert.model.dtype, chunk)
     changed = {n for n, v in delta.squared.items() if v > 0} | set(delta.changed_outside)
@@ -270,7 +272,7 @@ def gate_lora(cert: Certificate, adapter_dir: Path, base: Path | None, chunk: in
         )
     if delta.changed_outside:
         blockers.append(outside_blocker(sorted(delta.changed_outside)))
-    tasks, verdict, reasons = judge(cert, delta, blockers)
+    tasks, verdict, reasons, norm = judge(cert, delta, blockers, aliases)
     cfg = adapter.config
     details = {
         "adapter": {
@@ -297,6 +299,7 @@ def gate_lora(cert: Certificate, adapter_dir: Path, base: Path | None, chunk: in
         cand_files,
         timings,
         details,
+        certified_norm=norm,
     )
 
 

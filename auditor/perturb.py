@@ -67,6 +67,9 @@ def _free_bytes(device: torch.device) -> float:
 class Perturber:
     """Applies eps_i ~ N(0, sigma^2 I) to the selected weights and restores them exactly.
 
+    `scale='relative'`: tensor k gets std sigma_k = sigma * RMS(theta0_k) instead (same standard-normal
+    stream, one scalar per tensor), computed from the pristine weights before any draw.
+
     Holds a pristine copy of every selected tensor (one extra copy of the perturbed subset), on the
     tensor's own device when memory allows, else on the host (`pristine='auto'`; force with 'device'
     or 'host'). Noise is generated on the device holding each tensor, from a generator seeded by
@@ -88,9 +91,11 @@ class Perturber:
         exclude: Sequence[str] = (),
         cache_noise: bool = False,
         pristine: str = "auto",
+        scale: str = "absolute",
     ) -> None:
         self.model = model
         self.sigma = float(sigma)
+        self.scale = scale
         self.seed = int(seed)
         self.names = select_parameters(model, include, exclude)
         if not self.names:
@@ -108,6 +113,9 @@ class Perturber:
         self._chunks = self._group()
         self.placement: dict[str, str] = {}
         self.pristine = self._pristine_copies(pristine)
+        self.rms = self._relative_rms() if scale != "absolute" else None
+        # Per-tensor std: sigma everywhere, or sigma * RMS(theta0_k), fixed here before any draw.
+        self.stds = [self.sigma] * len(self.params) if self.rms is None else [self.sigma * r for r in self.rms]
         self._buffers: list[torch.Tensor | None] = [None] * len(self.params)
         self._scratch: dict[str, torch.Tensor] = {}
         self._cached_draw: int | None = None
@@ -116,8 +124,27 @@ class Perturber:
 
     @property
     def typical_noise_norm(self) -> float:
-        """sigma * sqrt(d): the norm of one draw (not a certified radius)."""
-        return self.sigma * math.sqrt(self.dimension)
+        """sigma * sqrt(d) (relative: sqrt(sum_k sigma_k^2 n_k)): the norm of one draw, not a radius."""
+        if self.rms is None:
+            return self.sigma * math.sqrt(self.dimension)
+        return math.sqrt(sum(s * s * p.numel() for s, p in zip(self.stds, self.params, strict=True)))
+
+    @property
+    def tensor_rms(self) -> dict[str, float] | None:
+        """RMS(theta0_k) per selected tensor name for relative noise (sigma_k = sigma * RMS), else None."""
+        return None if self.rms is None else dict(zip(self.names, self.rms, strict=True))
+
+    def _relative_rms(self) -> list[float]:
+        if self.scale != "relative":
+            raise ValueError(f"scale: expected absolute or relative, got {self.scale!r}")
+        rms = [tensor_rms(p) for p in self.pristine]
+        zero = [n for n, r in zip(self.names, rms, strict=True) if not (math.isfinite(r) and r > 0)]
+        if zero:
+            raise ValueError(
+                f"scale: relative: {len(zero)} selected tensors (e.g. {zero[0]}) have RMS 0 or non-finite, so "
+                "their noise would vanish; exclude them (perturbation.exclude)"
+            )
+        return rms
 
     def _group(self) -> list[list[int]]:
         """Indices of the selected tensors in groups of one device and dtype, each at most CHUNK_ELEMENTS."""
@@ -230,7 +257,11 @@ class Perturber:
                 for j, z in zip(chunk, zs, strict=True):
                     self.noise(draw, j, out=z)
                 # the cache holds sigma*eps; negating it for the antithetic half is exact
-                torch._foreach_mul_(zs, self.sigma if self.cache_noise else sign * self.sigma)
+                factor = 1.0 if self.cache_noise else sign
+                if self.rms is None:
+                    torch._foreach_mul_(zs, self.sigma if self.cache_noise else sign * self.sigma)
+                else:
+                    torch._foreach_mul_(zs, [factor * self.stds[j] for j in chunk])
             if ps[0].dtype == torch.float32:
                 (torch._foreach_sub_ if negate else torch._foreach_add_)(ps, zs)
                 continue
@@ -262,6 +293,11 @@ class Perturber:
             yield
         finally:
             self.restore()
+
+
+def tensor_rms(t: torch.Tensor) -> float:
+    """sqrt(mean(t^2)) accumulated in float64 (the gate recomputes it from the checkpoint bytes)."""
+    return math.sqrt(float(t.detach().to(torch.float64).square().sum().item()) / max(t.numel(), 1))
 
 
 def _estimate_h2d_seconds(nbytes: int, device: torch.device) -> float:

@@ -65,6 +65,18 @@ class PerturbationSpec(_Strict):
     )
     include: list[str] = Field(["*"], description="Globs over parameter names to perturb.")
     exclude: list[str] = Field([], description="Globs over parameter names never perturbed.")
+    scale: Literal["absolute", "relative"] = Field(
+        "absolute",
+        description="'absolute': the same std sigma on every coordinate. 'relative': std sigma * RMS(theta0_k) on "
+        "tensor k, fixed from the base weights before any draw; radii are then in the whitened norm "
+        "||Sigma^-1/2 Delta||_2 (anisotropic smoothing).",
+    )
+
+    @model_validator(mode="after")
+    def _relative_needs_weights(self) -> PerturbationSpec:
+        if self.scale == "relative" and self.space != "weights":
+            raise ValueError("scale: relative rescales weight tensors; it needs space: weights")
+        return self
 
 
 class SamplingSpec(_Strict):

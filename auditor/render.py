@@ -65,8 +65,11 @@ def _scaler(factor: float) -> Any:
     return scale
 
 
-def plot_curve_svg(task: TaskResult, sigma: float) -> str:
-    """Certified smoothed score after a change of norm ||Delta||: both theorems, target and radius."""
+def plot_curve_svg(task: TaskResult, sigma: float, whitened: bool = False) -> str:
+    """Certified smoothed score after a change of norm ||Delta||: both theorems, target and radius.
+
+    `whitened` (relative noise): the x axis is ||Sigma^-1/2 Delta|| and `sigma` is 1.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -94,7 +97,9 @@ def plot_curve_svg(task: TaskResult, sigma: float) -> str:
             lw=1.8,
             marker="o",
             ms=2.5,
-            label="strong theorem  Φ(Φ⁻¹(p_lower) − ‖Δ‖/σ)",
+            label="strong theorem  Φ(Φ⁻¹(p_lower) − ‖Σ^-½Δ‖)"
+            if whitened
+            else "strong theorem  Φ(Φ⁻¹(p_lower) − ‖Δ‖/σ)",
         )
         ax.plot(
             xs,
@@ -104,17 +109,20 @@ def plot_curve_svg(task: TaskResult, sigma: float) -> str:
             ls="--",
             marker="o",
             ms=2,
-            label="weak theorem  p_lower − ‖Δ‖/(√(2π)σ)",
+            label="weak theorem  p_lower − ‖Σ^-½Δ‖/√(2π)" if whitened else "weak theorem  p_lower − ‖Δ‖/(√(2π)σ)",
         )
         ax.axhline(task.target, color="#b23b3b", lw=1.1, ls=":", label=f"policy target q = {task.target:g}")
         ax.axvline(task.radius, color="#2e7d32", lw=1.3, label=f"certified radius R(q) = {fmt_num(task.radius)}")
         ax.set_xlim(0, x_max)
         ax.set_ylim(0, 1.02)
-        ax.set_xlabel("‖Δ‖₂  (L2 norm of the change of the perturbed weights)")
         ax.set_ylabel("certified smoothed score")
-        # The paper's own unit next to absolute L2: radii are O(sigma), so ||Delta||/sigma reads directly.
-        top = ax.secondary_xaxis("top", functions=(_scaler(1.0 / sigma), _scaler(sigma)))
-        top.set_xlabel("‖Δ‖ / σ", labelpad=3)
+        if whitened:
+            ax.set_xlabel("‖Σ^-½Δ‖₂ = √(Σ_k ‖Δ_k‖² / σ_k²)  (relative noise, σ_k = σ·RMS(θ0_k))")
+        else:
+            ax.set_xlabel("‖Δ‖₂  (L2 norm of the change of the perturbed weights)")
+            # The paper's own unit next to absolute L2: radii are O(sigma), so ||Delta||/sigma reads directly.
+            top = ax.secondary_xaxis("top", functions=(_scaler(1.0 / sigma), _scaler(sigma)))
+            top.set_xlabel("‖Δ‖ / σ", labelpad=3)
         ax.spines["right"].set_visible(False)
         ax.grid(True, color="#e4e4e4", lw=0.6)
         fig.tight_layout(pad=0.4, rect=(0, 0.15, 1, 1))
@@ -163,7 +171,8 @@ def render_html(
     `landscape` (a landscape.json's content) adds its slice figures, one per task.
     """
     n_tasks = len(cert.tasks)
-    plots = {t.name: _data_uri(plot_curve_svg(t, cert.perturbation.sigma)) for t in cert.tasks}
+    p = cert.perturbation
+    plots = {t.name: _data_uri(plot_curve_svg(t, p.radius_unit, p.scale == "relative")) for t in cert.tasks}
     context = {
         "cert": cert,
         "signed": signed,

@@ -282,6 +282,7 @@ def make_perturber(model: Any, policy: Policy) -> Any:
         pert.include,
         pert.exclude,
         cache_noise=policy.sampling.design == "antithetic",
+        scale=pert.scale,
     )
 
 

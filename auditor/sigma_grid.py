@@ -115,6 +115,7 @@ def run_sigma_grid(
 
     grid = check_grid(sigmas)
     policy = loaded.policy
+    refuse_relative(policy)
     for t in tasks:
         if pass_threshold(policy, t.name) is None:
             raise ValueError(f"task '{t.name}' has no requirement: a sigma grid certifies against one")
@@ -157,6 +158,15 @@ def run_sigma_grid(
 
 
 # --------------------------------------------------------------------------- sigma from the data
+
+
+def refuse_relative(policy: Any) -> None:
+    """Relative noise states radii in a whitened norm whose unit moves with sigma: no common scale across sigmas."""
+    if policy.perturbation.scale != "absolute":
+        raise ValueError(
+            "perturbation.scale: relative is not supported with a sigma grid or sigma: auto "
+            "(the whitened radii of different sigmas are in different units); use scale: absolute"
+        )
 
 
 def pilot_seed(seed: int) -> int:
@@ -205,6 +215,7 @@ def run_sigma_auto(
     from auditor.audit import publish_certificate, run_audit
 
     policy = loaded.policy
+    refuse_relative(policy)
 
     def at(sigma: float, seed: int, draws: int) -> Any:
         pert = policy.perturbation.model_copy(update={"sigma": sigma})

@@ -263,3 +263,22 @@ def stream_delta(
         stats.squared[job.name] = stats.squared.get(job.name, 0.0) + s
     stats.seconds += time.perf_counter() - t0
     return stats
+
+
+def tensor_rms_from_ref(ref: TensorRef, model_dtype: str | None = None, chunk: int = CHUNK_BYTES) -> float:
+    """sqrt(mean(x^2)) of one stored tensor in float64, read in bounded chunks, as the audit's dtype sees it."""
+    target = MODEL_DTYPES.get(model_dtype or "")
+    if ref.dtype not in FLOATS:
+        raise CheckpointError(f"{ref.path}: tensor {ref.name} has non-float dtype {ref.dtype}")
+    step = max(chunk - chunk % ITEMSIZE[ref.dtype], ITEMSIZE[ref.dtype])
+    total = 0.0
+    with open(ref.path, "rb") as f:
+        f.seek(ref.offset)
+        for start in range(0, ref.nbytes, step):
+            want = min(step, ref.nbytes - start)
+            data = f.read(want)
+            if len(data) != want:
+                raise CheckpointError(f"{ref.path}: truncated while reading tensor {ref.name}")
+            x = as_floats(data, ref.dtype, target).astype(np.float64)
+            total += float(np.einsum("i,i->", x, x))
+    return math.sqrt(total / max(ref.numel, 1))

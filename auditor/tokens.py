@@ -8,6 +8,8 @@ the smoothed score stays at least Phi(Phi^-1(p_lower) - ||delta|| / sigma).
 - Weight certificates: HEURISTIC (the paper's Thm 4.5: the substitution is treated as a weight change
   of the embedding matrix). It needs distinct replaced tokens (refused otherwise), an embedding matrix
   that was perturbed (refused otherwise), and untied input/output embeddings (warned otherwise).
+  With relative noise (std sigma * RMS per tensor) the change lies in the embedding matrix alone, so the
+  whitened norm is ||delta|| / sigma_E with sigma_E = sigma * RMS(E), recomputed from the base's bytes.
 """
 
 from __future__ import annotations
@@ -213,6 +215,8 @@ def token_bound(
                 "embedding matrix in the perturbed set; no bound applies"
             )
             return res
+        if cert.perturbation.scale == "relative":
+            res.sigma = _embedding_sigma(cert, ref, aliases)
         if ref.name in aliases.values():
             res.warnings.append(
                 f"{ref.name} is tied to the output layer (tie_word_embeddings): the same change "
@@ -247,6 +251,24 @@ def token_bound(
     ]
     _judge(res, cert)
     return res
+
+
+def _embedding_sigma(cert: Certificate, ref: TensorRef, aliases: dict[str, str]) -> float:
+    """sigma_E = sigma * RMS(E) of the embedding matrix, its RMS recomputed from the certified bytes.
+
+    Sound for relative noise: the heuristic's change lies in the embedding matrix alone, where the noise
+    std is the one constant sigma_E, so ||Sigma^-1/2 Delta|| = ||Delta|| / sigma_E and the whitened
+    bound Phi(Phi^-1(p_lower) - ||Delta|| / sigma_E) is the absolute one with sigma_E for sigma.
+    """
+    from auditor.trust import check_tensor_rms
+
+    rms = cert.perturbation.tensor_rms or {}
+    canon = aliases.get(ref.name, ref.name)
+    names = {n for n in rms if aliases.get(n, n) == canon}
+    if not names:
+        raise AuditorError(f"certificate: field 'perturbation.tensor_rms' has no entry for {ref.name}")
+    check_tensor_rms(cert, {canon: ref}, Path("certificate"), aliases, names)
+    return cert.perturbation.sigma * rms[sorted(names)[0]]
 
 
 def _judge(res: TokenResult, cert: Certificate) -> None:

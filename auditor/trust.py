@@ -20,9 +20,11 @@ from typing import NoReturn
 
 from auditor.certificate import Certificate, read_certificate
 from auditor.errors import EXIT_FAIL, AuditorError
+from auditor.tensor_stream import TensorRef
 
 TRUSTED_KEY_ENV = "AUDITOR_TRUSTED_KEY"
 _REL = 1e-9
+_RMS_REL = 1e-9  # float64 sums of the same values in another order agree far closer than this
 
 
 class Untrusted(AuditorError):
@@ -110,8 +112,20 @@ def check_derived(cert: Certificate, where: Path) -> None:
         refuse("perturbation.parameters_digest", p.parameters_digest, digest)
     if not (math.isfinite(p.sigma) and p.sigma > 0):
         refuse("perturbation.sigma", p.sigma, "a positive number")
-    if p.dimension <= 0 or not _close(p.typical_noise_norm, p.sigma * math.sqrt(p.dimension)):
-        refuse("perturbation.typical_noise_norm", p.typical_noise_norm, p.sigma * math.sqrt(max(p.dimension, 0)))
+    if p.scale == "absolute":
+        if p.tensor_rms is not None:
+            refuse("perturbation.tensor_rms", "a list", "none (absolute noise)")
+        if p.dimension <= 0 or not _close(p.typical_noise_norm, p.sigma * math.sqrt(p.dimension)):
+            refuse("perturbation.typical_noise_norm", p.typical_noise_norm, p.sigma * math.sqrt(max(p.dimension, 0)))
+    else:  # the values themselves are recomputed from the base tensors: check_tensor_rms
+        if p.space != "weights":
+            refuse("perturbation.scale", p.scale, "absolute (relative noise is for space: weights)")
+        if p.tensor_rms is None or set(p.tensor_rms) != set(p.parameters):
+            refuse("perturbation.tensor_rms", "missing or other names", "one RMS per perturbed parameter")
+        bad = [n for n, r in p.tensor_rms.items() if not (math.isfinite(r) and r > 0)]
+        if bad:
+            refuse(f"perturbation.tensor_rms.{bad[0]}", p.tensor_rms[bad[0]], "a positive number")
+    unit = p.radius_unit  # sigma, or 1 for relative noise (whitened radii)
     if cert.model.files and root_digest(list(cert.model.files)) != cert.model.root_digest:
         refuse("model.root_digest", cert.model.root_digest, root_digest(list(cert.model.files)))
     if not cert.tasks:
@@ -128,15 +142,15 @@ def check_derived(cert: Certificate, where: Path) -> None:
             refuse(f"{at}.p_lower", t.p_lower, "0 <= p_lower <= p_hat <= p_upper <= 1")
         if not 0.0 < t.target < 1.0:
             refuse(f"{at}.target", t.target, "a target in (0, 1)")
-        radius = float(bounds.certified_radius(t.p_lower, t.target, p.sigma))
+        radius = float(bounds.certified_radius(t.p_lower, t.target, unit))
         if not _close(t.radius, radius):
             refuse(f"{at}.radius", t.radius, radius)
-        weak = float(bounds.weak_radius(t.p_lower, t.target, p.sigma))
+        weak = float(bounds.weak_radius(t.p_lower, t.target, unit))
         if not _close(t.radius_weak, weak):
             refuse(f"{at}.radius_weak", t.radius_weak, weak)
-        if not _close(t.radius_over_sigma, radius / p.sigma):
-            refuse(f"{at}.radius_over_sigma", t.radius_over_sigma, radius / p.sigma)
-        curve = bounds.bound_curve(t.p_lower, p.sigma, list(t.curve.delta_norm))
+        if not _close(t.radius_over_sigma, radius / unit):
+            refuse(f"{at}.radius_over_sigma", t.radius_over_sigma, radius / unit)
+        curve = bounds.bound_curve(t.p_lower, unit, list(t.curve.delta_norm))
         for key in ("strong", "weak"):
             stated = getattr(t.curve, key)
             if len(stated) != len(curve[key]) or not all(map(_close, stated, curve[key])):
@@ -174,6 +188,8 @@ def _check_policy(cert: Certificate, where: Path, refuse: Callable[[str, object,
     pert = doc.get("perturbation") or {}
     if isinstance(pert, dict) and "sigma" in pert and not _close(float(pert["sigma"]), cert.perturbation.sigma):
         refuse("perturbation.sigma", cert.perturbation.sigma, float(pert["sigma"]))
+    if isinstance(pert, dict) and pert.get("scale", "absolute") != cert.perturbation.scale:
+        refuse("perturbation.scale", cert.perturbation.scale, pert.get("scale", "absolute"))
     if "alpha" in doc and not _close(float(doc["alpha"]), cert.sampling.alpha):
         refuse("sampling.alpha", cert.sampling.alpha, float(doc["alpha"]))
     if "seed" in doc and doc["seed"] != cert.seed:
@@ -206,3 +222,33 @@ def check_dimension(cert: Certificate, numel: dict[str, int], where: Path, names
             f"{where}: field 'perturbation.dimension' is {cert.perturbation.dimension} but the parameters "
             f"have {dim} coordinates in the base: the certificate is inconsistent; refused"
         )
+
+
+def check_tensor_rms(
+    cert: Certificate, base: dict[str, TensorRef], where: Path, aliases: dict[str, str], only: set[str] | None = None
+) -> None:
+    """Relative noise: every recorded RMS(theta0_k) recomputed from the base's tensors (never trusted).
+
+    A forged (say, inflated) RMS would inflate sigma_k and shrink the whitened norm of a change, so
+    the gate reads each perturbed tensor of the (hash-checked) base and refuses any mismatch.
+    `aliases` maps a tied copy's name to the one tensor the base stores; `only` restricts the check
+    to those (recorded) names.
+    """
+    from auditor.tensor_stream import tensor_rms_from_ref
+
+    p = cert.perturbation
+    if p.scale == "absolute" or p.tensor_rms is None:
+        return
+    draw_sq = 0.0
+    for name, stated in sorted(p.tensor_rms.items()):
+        if only is not None and name not in only:
+            continue
+        ref = base.get(aliases.get(name, name))
+        if ref is None:
+            raise Untrusted(f"{where}: field 'perturbation.tensor_rms': {name} is not a tensor of the base; refused")
+        got = tensor_rms_from_ref(ref, cert.model.dtype)
+        if not math.isclose(stated, got, rel_tol=_RMS_REL, abs_tol=0.0):
+            _refuse(where, f"perturbation.tensor_rms.{name}", stated, got)
+        draw_sq += (p.sigma * stated) ** 2 * ref.numel
+    if only is None and not _close(p.typical_noise_norm, math.sqrt(draw_sq)):
+        _refuse(where, "perturbation.typical_noise_norm", p.typical_noise_norm, math.sqrt(draw_sq))

@@ -44,9 +44,9 @@ def pass_threshold(policy: Policy, name: str) -> float | None:
     if spec.require.min_radius is not None:
         from scipy.stats import norm
 
-        needs.append(
-            float(norm.cdf(norm.ppf(policy.gate.target) + spec.require.min_radius / policy.perturbation.sigma))
-        )
+        pert = policy.perturbation
+        unit = pert.sigma if pert.scale == "absolute" else 1.0  # relative: min_radius is a whitened radius
+        needs.append(float(norm.cdf(norm.ppf(policy.gate.target) + spec.require.min_radius / unit)))
     return max(needs) if needs else None
 
 

@@ -35,17 +35,25 @@ def make_certificate(
     target: float = 0.5,
     parameters: list[str] | None = None,
     dimension: int = 1000,
+    tensor_rms: dict[str, float] | None = None,
+    typical_noise_norm: float | None = None,
 ) -> Certificate:
-    """A certificate with real bound arithmetic; file digests from `model_dir` when given."""
-    policy = POLICY_TEXT.replace("sigma: 0.004", f"sigma: {sigma}")
+    """A certificate with real bound arithmetic; file digests from `model_dir` when given.
+
+    `tensor_rms` makes it a relative-noise certificate (radii whitened: computed with sigma = 1).
+    """
+    scale = "absolute" if tensor_rms is None else "relative"
+    extra = "" if tensor_rms is None else ", scale: relative"
+    policy = POLICY_TEXT.replace("sigma: 0.004", f"sigma: {sigma}{extra}")
+    unit = sigma if tensor_rms is None else 1.0
     files: list[FileDigest] = []
     if model_dir is not None:
         for f in sorted(Path(model_dir).iterdir()):
             if f.is_file():
                 files.append(FileDigest(path=f.name, sha256=_sha(f.read_bytes()), size=f.stat().st_size))
     root = _sha("".join(f"{f.path}\0{f.sha256}\n" for f in files).encode())
-    radius = float(bounds.certified_radius(p_lower, target, sigma))
-    curve = bounds.bound_curve(p_lower, sigma, [sigma * x for x in (0, 0.25, 0.5, 1, 1.5, 2)])
+    radius = float(bounds.certified_radius(p_lower, target, unit))
+    curve = bounds.bound_curve(p_lower, unit, [unit * x for x in (0, 0.25, 0.5, 1, 1.5, 2)])
     task = TaskResult(
         name="capitals",
         description={"source": "builtin:capitals", "oracle": "contains", "n_examples": 24},
@@ -60,8 +68,8 @@ def make_certificate(
         loss_under_noise=0.83 - 0.84,
         target=target,
         radius=radius,
-        radius_weak=float(bounds.weak_radius(p_lower, target, sigma)),
-        radius_over_sigma=radius / sigma,
+        radius_weak=float(bounds.weak_radius(p_lower, target, unit)),
+        radius_over_sigma=radius / unit,
         curve=BoundCurve(**curve),
         min_p_lower=0.6,
         min_radius=None,
@@ -91,7 +99,9 @@ def make_certificate(
             parameters=parameters or ["w"],
             parameters_digest=_sha("\n".join(parameters or ["w"]).encode()),
             dimension=dimension,
-            typical_noise_norm=sigma * dimension**0.5,
+            typical_noise_norm=sigma * dimension**0.5 if typical_noise_norm is None else typical_noise_norm,
+            scale=scale,
+            tensor_rms=tensor_rms,
         ),
         sampling=SamplingRecord(
             design="batched",

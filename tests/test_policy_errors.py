@@ -52,7 +52,7 @@ def test_unknown_field_without_near_miss_lists_the_fields() -> None:
         + "tasks: [{name: a, source: 'builtin:choice', oracle: {type: choice}}]\n"
     )
     with pytest.raises(
-        PolicyError, match=r"'perturbation.zzz': unknown field \(fields here: sigma, space, include, exclude\)"
+        PolicyError, match=r"'perturbation.zzz': unknown field \(fields here: sigma, space, include, exclude, scale\)"
     ):
         parse_policy(text, origin="p.yaml")
 

@@ -242,9 +242,15 @@ def certify(
     out.print(_verdict_table(cert))
     for t in cert.tasks:
         out.print(f"  {t.name}: " + "; ".join(t.reasons))
+    p = cert.perturbation
+    radii = (
+        "radii are L2 distances of order σ"
+        if p.scale == "absolute"
+        else "relative noise σ_k = σ·RMS(θ0_k): radii are in the whitened norm ‖Σ^-½Δ‖ = √(Σ_k ‖Δ_k‖²/σ_k²)"
+    )
     out.print(
-        f"σ={cert.perturbation.sigma} on {cert.perturbation.dimension:,} parameters "
-        f"(one draw has norm σ√d ≈ {cert.perturbation.typical_noise_norm:.3g}; radii are L2 distances of order σ). "
+        f"σ={p.sigma} on {p.dimension:,} parameters "
+        f"(one draw has norm ≈ {p.typical_noise_norm:.3g}; {radii}). "
         f"The guarantee is on the smoothed score E_ε S(θ+ε), not the raw score."
     )
     other = max(run.seconds_total - run.seconds_noise - run.seconds_eval, 0.0)

@@ -71,7 +71,13 @@ def print_summary(result: Any, console: Any) -> None:
     checked = f"sha256 of {len(result.base_files)} file(s) matches the certificate"
     head.add_row("base", f"{result.base} ({checked})" if result.base else "not given")
     head.add_row("candidate", f"{result.candidate} ({result.kind})")
-    head.add_row("||Delta||_2", f"{_fmt(norm)}   ||Delta||/sigma = {_fmt(norm / p.sigma)}")
+    if p.scale == "absolute":
+        head.add_row("||Delta||_2", f"{_fmt(norm)}   ||Delta||/sigma = {_fmt(norm / p.sigma)}")
+    else:
+        head.add_row(
+            "||Sigma^-1/2 Delta||_2",
+            f"{_fmt(result.certified_norm)}   (relative noise: sigma_k = sigma*RMS_k; ||Delta||_2 = {_fmt(norm)})",
+        )
     head.add_row(
         "sigma",
         f"{p.sigma:g}   sigma*sqrt(d) = {_fmt(p.typical_noise_norm)} (size of a noise draw, "
@@ -87,7 +93,7 @@ def print_summary(result: Any, console: Any) -> None:
             f"{t.p_lower:.4f}",
             f"{t.target:g}",
             _fmt(t.radius),
-            f"{t.radius / p.sigma:.3f}",
+            f"{t.radius / p.radius_unit:.3f}",
             f"{t.bound:.4f}",
             mark,
         )
