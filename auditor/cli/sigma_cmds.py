@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from auditor.cli import cli
 from auditor.errors import EXIT_FAIL, EXIT_PASS, AuditorError
+
+
+def _load(policy: Path | None, model: str | None, threads: int | None, kind: str, out_dir: Path | None) -> Any:
+    """(loaded policy, tasks, loaded model, output folder): the set-up both commands share."""
+    import datetime as dt
+
+    from auditor.checkpoint import load_model
+    from auditor.cli.audit_cmds import _quiet_libraries
+    from auditor.policy import load_policy
+    from auditor.tasks import build_tasks
+
+    loaded = load_policy(policy)
+    tasks = build_tasks(loaded)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    _quiet_libraries()
+    p = loaded.policy
+    lm = load_model(model or p.model, p.dtype, p.device, base_dir=loaded.base_dir)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return loaded, tasks, lm, out_dir or Path("reports") / f"{kind}-{stamp}-{lm.identity.name}"
 
 
 @cli.command("sigma-grid")
@@ -23,30 +46,14 @@ def sigma_grid(policy: Path | None, sigmas: str, model: str | None, out_dir: Pat
     claim is "p_A(sigma) >= the task's threshold for every sigma up to sigma*". Exit 0 when every
     task certifies at least the first sigma, 1 otherwise.
     """
-    import datetime as dt
-
-    from auditor.checkpoint import load_model
-    from auditor.cli.audit_cmds import _quiet_libraries
     from auditor.landscape_plot import save_sigma_curve
-    from auditor.policy import load_policy
     from auditor.sigma_grid import check_grid, run_sigma_grid
-    from auditor.tasks import build_tasks
 
     try:
         grid = check_grid([float(s) for s in sigmas.split(",") if s.strip()])
     except ValueError as exc:
         raise AuditorError(f"--sigmas: {exc}") from exc
-    loaded = load_policy(policy)
-    tasks = build_tasks(loaded)
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    _quiet_libraries()
-    p = loaded.policy
-    lm = load_model(model or p.model, p.dtype, p.device, base_dir=loaded.base_dir)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out = out_dir or Path("reports") / f"sigma-grid-{stamp}-{lm.identity.name}"
+    loaded, tasks, lm, out = _load(policy, model, threads, "sigma-grid", out_dir)
     try:
         edges = run_sigma_grid(
             lm.model,
@@ -94,30 +101,15 @@ def sigma_auto(
     The pilot (own seed, --pilot-draws per candidate) picks the sigma with the largest certified radius
     at the policy's gate target; the policy's own draws then certify that sigma. Exit 0 pass, 1 fail.
     """
-    import datetime as dt
 
-    from auditor.checkpoint import load_model
-    from auditor.cli.audit_cmds import _quiet_libraries
-    from auditor.policy import load_policy
     from auditor.sigma_grid import candidate_sigmas, run_sigma_auto
-    from auditor.tasks import build_tasks
 
     try:
         lo, hi = (float(v) for v in span.split(","))
         candidate_sigmas(lo, hi, candidates)
     except ValueError as exc:
         raise AuditorError(f"--range: expected lo,hi with 0 < lo < hi ({exc})") from exc
-    loaded = load_policy(policy)
-    tasks = build_tasks(loaded)
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    _quiet_libraries()
-    p = loaded.policy
-    lm = load_model(model or p.model, p.dtype, p.device, base_dir=loaded.base_dir)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out = out_dir or Path("reports") / f"sigma-auto-{stamp}-{lm.identity.name}"
+    loaded, tasks, lm, out = _load(policy, model, threads, "sigma-auto", out_dir)
     doc = run_sigma_auto(lm.model, lm.tokenizer, tasks, loaded, lm.identity, lo, hi, pilot_draws, out, candidates)
     pilot = ", ".join(f"{s}: R={r:.3g}" for s, r in doc["pilot_min_radius"].items())
     click.echo(f"pilot ({pilot_draws} draws each): {pilot}")
