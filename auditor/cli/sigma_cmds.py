@@ -101,7 +101,6 @@ def sigma_auto(
     The pilot (own seed, --pilot-draws per candidate) picks the sigma with the largest certified radius
     at the policy's gate target; the policy's own draws then certify that sigma. Exit 0 pass, 1 fail.
     """
-
     from auditor.sigma_grid import candidate_sigmas, run_sigma_auto
 
     try:

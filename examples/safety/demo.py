@@ -126,8 +126,9 @@ def write_table(
         rep = r["report"]
         norm = rep["delta"]["norm"] if "delta" in rep else float("nan")
         sigma = rep["perturbation"]["sigma"]
+        gate_alone = rep.get("gate_verdict", rep["verdict"])  # what the radius said, before recertifying
         lines.append(
-            f"| {kind} | {norm:.4g} | {norm / sigma:.4g} | {rep['verdict']} | {rep['recertification']['verdict']} | "
+            f"| {kind} | {norm:.4g} | {norm / sigma:.4g} | {gate_alone} | {rep['recertification']['verdict']} | "
             f"{r['code']} | {r['train_s']:.0f} s | {r['gate_s']:.0f} s |"
         )
     text = "\n".join(lines) + "\n"
@@ -154,9 +155,10 @@ def reading(aligned: dict[str, Any], results: dict[str, dict[str, Any]], table: 
     for kind in KINDS:
         r = results[kind]
         rec = r["recert"]
+        gate_alone = r["report"].get("gate_verdict", r["report"]["verdict"])
         not_passed = [f"{t['name']} {t['verdict']}" for t in rec["tasks"] if t["verdict"] != "pass"]
         out.append(
-            f"- {kind} fine-tune: gate on ‖Δ‖ alone says *{r['report']['verdict']}*; the recertification says "
+            f"- {kind} fine-tune: gate on ‖Δ‖ alone says *{gate_alone}*; the recertification says "
             f"**{rec['verdict']}**"
             + (f" ({', '.join(not_passed)})" if not_passed else "")
             + f" after {max(t['draws'] for t in rec['tasks'])} draws; exit code {r['code']}."
