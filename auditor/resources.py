@@ -1,8 +1,9 @@
-"""Files that ship with the package: the certificate templates and the example policies.
+"""Files that ship with the package: the certificate templates, the example policies, the refusal adapter.
 
-The source tree keeps them at the top level (templates/, policies/); the wheel maps them into the
-package as `auditor/templates` and `auditor/policies` (see pyproject.toml), so an installed copy
-finds them through importlib.resources and a source checkout finds them beside the package.
+The source tree keeps them outside the package (templates/, policies/, examples/safety/adapter/); the
+wheel maps them into it as `auditor/templates`, `auditor/policies` and `auditor/refusal_adapter` (see
+pyproject.toml), so an installed copy finds them through importlib.resources and a source checkout
+finds them where they are.
 """
 
 from __future__ import annotations
@@ -38,3 +39,14 @@ def policies_dir() -> Path:
 def default_policy() -> Path:
     """The policy `auditor validate` and `auditor certify` use when none is given."""
     return policies_dir() / "default.yaml"
+
+
+def refusal_adapter_dir() -> Path:
+    """The LoRA adapter of the built-in `smollm2-135m-instruct-refusal`: packaged, else the source tree's.
+
+    Never raises: a missing file is reported when the built-in is loaded (its digests are pinned there).
+    """
+    packaged = resources.files("auditor") / "refusal_adapter"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return _SOURCE_ROOT / "examples" / "safety" / "adapter"

@@ -38,7 +38,11 @@ def test_every_source_package_is_listed_for_the_wheel() -> None:
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "auditor").rglob("__init__.py")}
     assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"
     mapped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    assert mapped == {"auditor.templates": "templates", "auditor.policies": "policies"}
+    assert mapped == {
+        "auditor.templates": "templates",
+        "auditor.policies": "policies",
+        "auditor.refusal_adapter": "examples/safety/adapter",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
-    for name in ("auditor", "templates", "policies"):
+    for name in ("auditor", "templates", "policies", "examples/safety/adapter"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     dist = tmp / "dist"
     build = _run(
@@ -93,6 +97,16 @@ def test_installed_wheel_runs_from_an_empty_folder(installed: Path, tmp_path: Pa
     html = (out / "certificate.html").read_text(encoding="utf-8")
     assert "UNSIGNED" in html and "<style>" in html
     assert (out / "certificate.pdf").read_bytes().startswith(b"%PDF")
+
+    # the refusal built-in's adapter ships in the wheel, with the digests its loader pins
+    code = (
+        "from auditor.checkpoint import BUILTIN_ADAPTERS, verify_adapter_files; "
+        "s = BUILTIN_ADAPTERS['smollm2-135m-instruct-refusal']; "
+        "verify_adapter_files('smollm2-135m-instruct-refusal', s); print(s.adapter_dir)"
+    )
+    adapter = _run([str(installed / "python"), "-c", code], empty)
+    assert adapter.returncode == 0, adapter.stderr
+    assert str(installed.parent) in adapter.stdout and "refusal_adapter" in adapter.stdout
 
     helped = _run([str(installed / "auditor"), "certify", "--help"], empty)
     assert helped.returncode == 0, helped.stderr
