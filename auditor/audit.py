@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from auditor import __version__, bounds, fragility, stats, verdicts
+from auditor import __version__, bounds, fragility, sigma_search, stats, verdicts
 from auditor.attest import policy_files
 from auditor.certificate import (
     GUARANTEE,
@@ -44,6 +45,7 @@ from auditor.sample import (
 )
 from auditor.tasks.base import Example, Task
 
+log = logging.getLogger(__name__)
 # Points (in units of sigma) at which the certificate tabulates the bound curves.
 CURVE_STEPS = [0.0, 0.125, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0]
 REPLAY_NOTE = (
@@ -63,7 +65,7 @@ class AuditRun:
     seconds_total: float
     seconds_noise: float
     seconds_eval: float
-    draws_used: int
+    draws_used: int  # over every audit of a sigma search (pilots included)
     resumed_draws: int
 
 
@@ -92,8 +94,19 @@ def _versions() -> dict[str, str]:
 
 
 def check_design(loaded: LoadedPolicy) -> None:
-    """Refuse, before any work, a policy whose draws could never meet one of its requirements."""
-    problems = verdicts.unreachable_requirements(loaded.policy)
+    """Refuse, before any work, a policy whose draws could never meet one of its requirements.
+
+    A sigma grid is refused if any of its sigmas is out of reach; sigma: auto only if every candidate is.
+    """
+    pert = loaded.policy.perturbation
+    if isinstance(pert.sigma, float):
+        problems = verdicts.unreachable_requirements(loaded.policy)
+    else:
+        each = [
+            [f"at sigma {s:g}: {m}" for m in verdicts.unreachable_requirements(loaded.at_sigma(s).policy)]
+            for s in pert.search_sigmas()
+        ]
+        problems = [m for ms in each for m in ms] if pert.grid or all(each) else []
     if problems:
         where = loaded.path or "<policy>"
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -104,7 +117,7 @@ def _task_result(task: Task, policy: Policy, sample: SampleResult, clean: float,
     spec = next(t for t in policy.tasks if t.name == task.name)
     sampling, q = policy.sampling, policy.gate.target
     # relative noise: radii in the whitened norm ||Sigma^-1/2 Delta||, i.e. in units where sigma = 1
-    sigma = policy.perturbation.sigma if policy.perturbation.scale == "absolute" else 1.0
+    sigma = policy.perturbation.fixed_sigma if policy.perturbation.scale == "absolute" else 1.0
     units = np.asarray(sample.per_task[task.name].units, dtype=float)  # exactly what the sampler decided on
     p_hat, lo, hi = verdicts.task_interval(
         units,
@@ -200,7 +213,7 @@ def run_audit(
         seed=policy.seed,
         perturbation=PerturbationRecord(
             space=pert.space,
-            sigma=pert.sigma,
+            sigma=pert.fixed_sigma,
             include=list(pert.include),
             exclude=list(pert.exclude),
             parameters=list(perturber.names),
@@ -365,6 +378,12 @@ def certify(
     check_design(loaded)
     tasks = build_tasks(loaded)  # bad task specs fail before the (slow) model load
     sharding = distributed.from_environment()
+    searching = not isinstance(policy.perturbation.sigma, float)
+    if searching and sharding is not None:
+        raise PolicyError(
+            f"{loaded.path or '<policy>'}: field 'perturbation.sigma': a sigma grid or auto search runs in one "
+            "process (sharded runs take a single sigma)"
+        )
     if out_dir is not None and (sharding is None or sharding.is_main):
         DrawLog.check_free(out_dir)  # another run on this folder: fail before the model load
     device = sharding.device(policy.device) if sharding is not None else policy.device
@@ -386,21 +405,38 @@ def certify(
         if out_dir is None:
             raise AuditorError(f"{reports}: no earlier run of this policy to resume (pass --out RUN_DIR)")
     run_dir = out_dir or reports / f"{started.strftime('%Y%m%d-%H%M%S')}-{lm.identity.name}"
-    if on_start is not None:
+    if on_start is not None and not searching:
         on_start(policy.sampling.max_draws or policy.sampling.draws, [t.name for t in tasks])
-    try:
+
+    samples: list[SampleResult] = []  # every audit of a sigma search (one otherwise): the run's totals
+
+    def audit_at(at: LoadedPolicy, here: Path) -> tuple[Certificate, SampleResult]:
+        if searching:
+            log.info("sigma %g (seed %d): %s", at.policy.perturbation.fixed_sigma, at.policy.seed, here)
+            if on_start is not None:
+                on_start(at.policy.sampling.max_draws or at.policy.sampling.draws, [t.name for t in tasks])
         cert, sample = run_audit(
             lm.model,
             lm.tokenizer,
             tasks,
-            loaded,
+            at,
             lm.identity,
-            run_dir / "draws.jsonl",
+            here / "draws.jsonl",
             resume=resume,
-            run_id=run_dir.name,
+            run_id=here.relative_to(run_dir.parent).as_posix(),
             on_draw=on_draw,
             source=distributed.ShardedDraws(sharding) if sharding is not None else None,
         )
+        samples.append(sample)
+        return cert, sample
+
+    try:
+        if policy.perturbation.grid is not None:
+            cert, _ = sigma_search.run_grid(tasks, loaded, run_dir, audit_at)
+        elif policy.perturbation.auto is not None:
+            cert, _ = sigma_search.run_auto(tasks, loaded, run_dir, audit_at)
+        else:
+            cert, _ = audit_at(loaded, run_dir)
     except KeyboardInterrupt as exc:
         raise RunInterrupted(run_dir) from exc  # the CLI prints the exact command to resume it
     files = publish_certificate(cert, run_dir, key)
@@ -410,10 +446,10 @@ def certify(
         certificate=cert,
         files=files,
         seconds_total=time.perf_counter() - t0,
-        seconds_noise=sample.seconds_noise,
-        seconds_eval=sample.seconds_eval,
-        draws_used=sample.draws_used,
-        resumed_draws=sample.resumed_draws,
+        seconds_noise=sum(s.seconds_noise for s in samples),
+        seconds_eval=sum(s.seconds_eval for s in samples),
+        draws_used=sum(s.draws_used for s in samples),
+        resumed_draws=sum(s.resumed_draws for s in samples),
     )
 
 

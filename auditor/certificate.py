@@ -191,6 +191,60 @@ class TaskResult(_Frozen):
     fragility: Fragility | None = None
 
 
+class SigmaStep(_Frozen):
+    """One sigma of a grid for one task: its audit's lower bound and whether it met the threshold."""
+
+    sigma: float
+    p_lower: float = Field(description="At the task's alpha (the fixed-sequence test of this sigma).")
+    threshold: float = Field(description="The task's requirement as a p_lower (min_p_lower, min_radius at q).")
+    certified: bool = Field(description="p_lower >= threshold.")
+    p_lower_bonferroni: float | None = Field(
+        None, description="At alpha_task / m over the m grid sigmas (fixed-n audits only); simultaneous family."
+    )
+    radius_bonferroni: float | None = None
+    run: str = Field(description="That sigma's run folder, relative to this certificate ('.': this one).")
+    certificate_sha256: str | None = Field(
+        None, description="SHA-256 of that run's certificate.json (None for this certificate's own sigma)."
+    )
+
+
+class SigmaEdge(_Frozen):
+    """The certified basin edge of one task along the grid."""
+
+    task: str
+    steps: list[SigmaStep] = Field(description="The sigmas audited for this task, up to its first failure.")
+    sigma_star: float | None = Field(description="Largest sigma certified (None: the first sigma failed).")
+    stopped_at: float | None = Field(description="The sigma whose failure ended the sequence (None: grid exhausted).")
+    radius_at_star: float | None = Field(
+        description="sigma* (Phi^-1(threshold) - Phi^-1(q)): holds on the fixed-sequence event."
+    )
+
+
+class SigmaPilot(_Frozen):
+    """One candidate of sigma: auto, as the pilot draws saw it."""
+
+    sigma: float
+    p_hat: dict[str, float] = Field(description="Pilot mean per task (never part of this certificate's bound).")
+    predicted_p_lower: dict[str, float] = Field(
+        description="What the certifying draws would bound if the pilot's mean and variance were exact (a heuristic)."
+    )
+    min_radius: float = Field(description="Smallest predicted radius over tasks at the gate target: the choice score.")
+
+
+class SigmaSearch(_Frozen):
+    """How this certificate's sigma came about: a fixed-sequence grid or a pilot's choice, and what it claims."""
+
+    mode: Literal["grid", "auto"]
+    sigmas: list[float] = Field(description="grid: the policy's grid; auto: the pilot's candidates.")
+    procedure: str
+    claims: list[str] = Field(description="What holds, and at which error level (the alpha accounting).")
+    edges: list[SigmaEdge] = Field(default_factory=list, description="grid: each task's sequence.")
+    pilot_seed: int | None = None
+    pilot_draws: int | None = None
+    pilot: list[SigmaPilot] = Field(default_factory=list, description="auto: every candidate's pilot result.")
+    chosen: float | None = Field(None, description="auto: the sigma the pilot chose (this certificate's sigma).")
+
+
 class ToolRecord(_Frozen):
     """Software that produced the certificate."""
 
@@ -227,9 +281,15 @@ class Certificate(_Frozen):
     attested_files: list[AttestedFile] = Field(
         default_factory=list, description="Scorer and data files the tasks read (signed subjects)."
     )
+    sigma_search: SigmaSearch | None = Field(
+        None, description="Set when the policy's sigma is a grid or auto: the search and its claims."
+    )
 
     def canonical_json(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json"))
+        data = self.model_dump(mode="json")
+        if data["sigma_search"] is None:
+            del data["sigma_search"]  # a single-sigma certificate keeps the bytes it had before the field existed
+        return canonical_json(data)
 
 
 def canonical_json(data: Any) -> bytes:

@@ -93,28 +93,51 @@ def save_task_png(data: dict[str, Any], task: str, path: Path) -> Path:
     return path
 
 
-def save_sigma_curve(edges: Any, path: Path) -> Path:
-    """p_lower against sigma per task (a sigma grid run), the threshold and sigma* marked."""
+def _sigma_figure(edges: Any) -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.0, 3.0), dpi=100)
+    fig = Figure(figsize=(6.6, 2.9), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     for k, e in enumerate(edges):
         colour = f"C{k}"
         xs = [s.sigma for s in e.steps]
         ax.plot(xs, [s.p_lower for s in e.steps], color=colour, marker="o", label=f"{e.task} p_lower")
+        bonf = [(s.sigma, s.p_lower_bonferroni) for s in e.steps if s.p_lower_bonferroni is not None]
+        if bonf:
+            ax.plot(*zip(*bonf, strict=True), color=colour, marker=".", ls="--", lw=0.8, alpha=0.7)
         ax.plot(xs, [s.threshold for s in e.steps], color=colour, ls=":", lw=1)
         if e.sigma_star is not None:
-            ax.axvline(e.sigma_star, color=colour, lw=0.8, ls="--")
+            ax.axvline(e.sigma_star, color=colour, lw=0.8, ls="-.")
     ax.set_xscale("log")
-    ax.set_xlabel("σ (dotted: each task's threshold; dashed: its σ*)")
+    ax.set_xlabel("σ   (dotted: each task's threshold; dash-dot: its σ*; dashed: Bonferroni p_lower)")
     ax.set_ylabel("p_lower")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(True, color="#e4e4e4", lw=0.6)
+    ax.spines["right"].set_visible(False)
+    ax.spines["top"].set_visible(False)
     ax.legend(fontsize=7, frameon=False)
     fig.tight_layout(pad=0.4)
-    fig.savefig(path, format="png", dpi=110, metadata={"Software": None})
+    return fig
+
+
+def plot_sigma_svg(edges: Any) -> str:
+    """p_lower against sigma per task (a grid's certified basin edge), thresholds and sigma* marked; SVG text."""
+    import matplotlib
+
+    with matplotlib.rc_context(
+        {"svg.hashsalt": "sigma-grid", "font.size": 8, "font.family": "DejaVu Sans", "svg.fonttype": "none"}
+    ):
+        buf = io.StringIO()
+        _sigma_figure(edges).savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    return buf.getvalue()
+
+
+def save_sigma_png(edges: Any, path: Path) -> Path:
+    import matplotlib
+
+    with matplotlib.rc_context({"font.size": 8, "font.family": "DejaVu Sans"}):
+        _sigma_figure(edges).savefig(path, format="png", dpi=110, metadata={"Software": None})
     return path

@@ -7,11 +7,22 @@ weakens an audit). `load_policy` turns every problem into one line naming the fi
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from auditor.errors import PolicyError
 from auditor.policy_errors import error_lines
@@ -54,10 +65,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SigmaAuto(_Strict):
+    """sigma chosen from the data: pilot draws pick it from a geometric range, fresh draws certify it."""
+
+    auto: list[float] = Field(description="[lo, hi]: the range the candidates are spread over (geometrically).")
+    pilot_draws: int = Field(8, ge=1, description="Pilot draws (n0) per candidate; never part of the bound.")
+    candidates: int = Field(5, ge=2, description="Candidate sigmas tried by the pilot.")
+
+    @model_validator(mode="after")
+    def _range(self) -> SigmaAuto:
+        if len(self.auto) != 2 or not 0 < self.auto[0] < self.auto[1] or not math.isfinite(self.auto[1]):
+            raise ValueError(f"auto: expected [lo, hi] with 0 < lo < hi, got {self.auto}")
+        return self
+
+    def sigmas(self) -> list[float]:
+        """The candidates: `candidates` sigmas spaced geometrically over [lo, hi] (radii scale with sigma)."""
+        return [float(v) for v in np.geomspace(self.auto[0], self.auto[1], self.candidates)]
+
+
 class PerturbationSpec(_Strict):
     """Where the Gaussian noise goes and how large it is."""
 
-    sigma: float = Field(gt=0, description="Absolute per-coordinate noise std on the raw parameters.")
+    sigma: float | list[float] | SigmaAuto = Field(
+        description="Per-coordinate noise std: a number; an ascending grid [s1, s2, ...] certified in order up to "
+        "the first failure (fixed-sequence: the certified basin edge sigma*); or {auto: [lo, hi], pilot_draws, "
+        "candidates}: pilot draws choose sigma, fresh draws certify it."
+    )
     space: Literal["weights", "input-embeddings"] = Field(
         "weights",
         description="'weights': noise on the selected parameters (the paper's smoothing). "
@@ -72,11 +105,67 @@ class PerturbationSpec(_Strict):
         "||Sigma^-1/2 Delta||_2 (anisotropic smoothing).",
     )
 
+    @field_validator("sigma", mode="before")
+    @classmethod
+    def _sigma_shape(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("sigma: expected a number, an ascending list, or {auto: [lo, hi]}")
+        if isinstance(v, int | float):
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"sigma must be a positive number, got {v}")
+            return float(v)
+        if isinstance(v, list):
+            if len(v) < 2 or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in v):
+                raise ValueError(f"a sigma grid is a list of at least two numbers (one sigma is a number), got {v}")
+            grid = [float(x) for x in v]
+            if any(not (math.isfinite(x) and x > 0) for x in grid) or any(
+                b <= a for a, b in zip(grid, grid[1:], strict=False)
+            ):
+                raise ValueError(f"a sigma grid must be positive and strictly ascending, got {v}")
+            return grid
+        if isinstance(v, dict | SigmaAuto):
+            return v
+        raise ValueError("sigma: expected a number, an ascending list, or {auto: [lo, hi]}")
+
     @model_validator(mode="after")
     def _relative_needs_weights(self) -> PerturbationSpec:
         if self.scale == "relative" and self.space != "weights":
             raise ValueError("scale: relative rescales weight tensors; it needs space: weights")
+        if self.scale == "relative" and not isinstance(self.sigma, float):
+            raise ValueError(
+                "scale: relative needs a single sigma: whitened radii at different sigmas are in different units "
+                "(use scale: absolute with a sigma grid or sigma: {auto: ...})"
+            )
         return self
+
+    @property
+    def grid(self) -> list[float] | None:
+        """The ascending sigma grid, or None."""
+        return self.sigma if isinstance(self.sigma, list) else None
+
+    @property
+    def auto(self) -> SigmaAuto | None:
+        """The sigma-from-the-data settings, or None."""
+        return self.sigma if isinstance(self.sigma, SigmaAuto) else None
+
+    @property
+    def fixed_sigma(self) -> float:
+        """The one sigma an audit runs at; a grid or auto policy must first be fixed with `at`."""
+        if not isinstance(self.sigma, float):
+            raise ValueError("perturbation.sigma is a search (grid or auto): pick one sigma with at(sigma) first")
+        return self.sigma
+
+    def search_sigmas(self) -> list[float]:
+        """Every sigma an audit of this policy may run at (the grid, the auto candidates, or the one sigma)."""
+        if isinstance(self.sigma, list):
+            return list(self.sigma)
+        if isinstance(self.sigma, SigmaAuto):
+            return self.sigma.sigmas()
+        return [self.sigma]
+
+    def at(self, sigma: float) -> PerturbationSpec:
+        """This perturbation at one sigma (the grid's or the search's step)."""
+        return self.model_copy(update={"sigma": float(sigma)})
 
 
 class SamplingSpec(_Strict):
@@ -364,6 +453,13 @@ class Policy(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"tasks: duplicate task names {dupes}")
+        if self.perturbation.grid is not None:
+            free = [t.name for t in self.tasks if t.require.min_p_lower is None and t.require.min_radius is None]
+            if free:
+                raise ValueError(
+                    f"perturbation.sigma: a sigma grid certifies each task against its requirement; task(s) {free} "
+                    "have none (set require.min_p_lower or require.min_radius)"
+                )
         return self
 
 
@@ -383,6 +479,13 @@ class LoadedPolicy(BaseModel):
     @property
     def base_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
+
+    def at_sigma(self, sigma: float, **policy_updates: Any) -> LoadedPolicy:
+        """The policy run at one sigma of its search (the recorded text stays the policy as written)."""
+        pert = self.policy.perturbation.at(sigma)
+        return self.model_copy(
+            update={"policy": self.policy.model_copy(update={"perturbation": pert, **policy_updates})}
+        )
 
 
 # union branch names pydantic puts into error locations, and the model each stands for

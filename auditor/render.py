@@ -179,6 +179,7 @@ def render_html(
         "status_note": status_note,
         "plots": plots,
         "landscape": _landscape_context(landscape),
+        "sigma_plot": _sigma_plot(cert),
         "n_tasks": n_tasks,
         "verdict_words": VERDICT_WORDS[cert.verdict],
         "verify_command": VERIFY_COMMAND,
@@ -188,6 +189,14 @@ def render_html(
         ),
     }
     return _environment().get_template(TEMPLATE_NAME).render(**context)
+
+
+def _sigma_plot(cert: Certificate) -> str | None:
+    if cert.sigma_search is None or cert.sigma_search.mode != "grid":
+        return None
+    from auditor.landscape_plot import plot_sigma_svg
+
+    return _data_uri(plot_sigma_svg(cert.sigma_search.edges))
 
 
 def _landscape_context(data: dict[str, Any] | None) -> dict[str, Any] | None:

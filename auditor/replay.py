@@ -82,7 +82,8 @@ def _policy_of(cert: Certificate, run_dir: Path, policy_path: Path | None) -> Lo
     # the signed text is what ran; its data paths resolve against the policy's folder when we can find it
     path = policy_path or (Path(cert.policy.path) if cert.policy.path else None)
     base = path.resolve() if path is not None and path.exists() else None
-    return parse_policy(cert.policy.text, origin=f"{run_dir / CERT_FILE} (policy)", path=base)
+    loaded = parse_policy(cert.policy.text, origin=f"{run_dir / CERT_FILE} (policy)", path=base)
+    return loaded.at_sigma(cert.perturbation.sigma)  # a grid's or auto search's step ran at the recorded sigma
 
 
 def replay(

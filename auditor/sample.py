@@ -274,10 +274,10 @@ def make_perturber(model: Any, policy: Policy) -> Any:
     """The noise source the policy asks for (weights or input embeddings)."""
     pert = policy.perturbation
     if pert.space == "input-embeddings":
-        return EmbeddingNoise(model, pert.sigma, policy.seed)
+        return EmbeddingNoise(model, pert.fixed_sigma, policy.seed)
     return Perturber(
         model,
-        pert.sigma,
+        pert.fixed_sigma,
         policy.seed,
         pert.include,
         pert.exclude,

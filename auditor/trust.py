@@ -186,8 +186,22 @@ def _check_policy(cert: Certificate, where: Path, refuse: Callable[[str, object,
     if not isinstance(doc, dict):
         return  # in-memory audits record a generated policy; nothing more to compare
     pert = doc.get("perturbation") or {}
-    if isinstance(pert, dict) and "sigma" in pert and not _close(float(pert["sigma"]), cert.perturbation.sigma):
-        refuse("perturbation.sigma", cert.perturbation.sigma, float(pert["sigma"]))
+    stated = pert.get("sigma") if isinstance(pert, dict) else None
+    if isinstance(stated, list | dict):
+        from auditor.sigma_trust import check_search
+
+        def not_a_search(kind: str) -> NoReturn:
+            raise Untrusted(
+                f"{where}: field 'sigma_search': absent, but the policy's sigma is {kind} search: this is one step "
+                "(or pilot) of that search, not a certificate of its sigma; gate against the search's own "
+                "certificate (its run folder); refused"
+            )
+
+        check_search(cert, stated, refuse, not_a_search)
+    elif cert.sigma_search is not None:
+        refuse("sigma_search", cert.sigma_search.mode, None)
+    if isinstance(stated, int | float) and not _close(float(stated), cert.perturbation.sigma):
+        refuse("perturbation.sigma", cert.perturbation.sigma, float(stated))
     if isinstance(pert, dict) and pert.get("scale", "absolute") != cert.perturbation.scale:
         refuse("perturbation.scale", cert.perturbation.scale, pert.get("scale", "absolute"))
     if "alpha" in doc and not _close(float(doc["alpha"]), cert.sampling.alpha):

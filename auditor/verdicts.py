@@ -45,7 +45,7 @@ def pass_threshold(policy: Policy, name: str) -> float | None:
         from scipy.stats import norm
 
         pert = policy.perturbation
-        unit = pert.sigma if pert.scale == "absolute" else 1.0  # relative: min_radius is a whitened radius
+        unit = pert.fixed_sigma if pert.scale == "absolute" else 1.0  # relative: min_radius is a whitened radius
         needs.append(float(norm.cdf(norm.ppf(policy.gate.target) + spec.require.min_radius / unit)))
     return max(needs) if needs else None
 

@@ -305,6 +305,21 @@ def check_model(model_dir: Path, cert: Certificate) -> str:
     return f"model: {len(signed)} file(s) in {model_dir} match (root {cert.model.root_digest[:16]}…)"
 
 
+def check_grid_steps(run_dir: Path, cert: Certificate) -> str:
+    """Each later grid sigma's certificate is on disk with the digest the signed search records."""
+    assert cert.sigma_search is not None
+    steps = {s.run: s.certificate_sha256 for e in cert.sigma_search.edges for s in e.steps if s.certificate_sha256}
+    absent = []
+    for run, digest in sorted(steps.items()):
+        path = run_dir / run / CERT_JSON
+        if not path.is_file():
+            absent.append(run)
+        elif sha256_path(path) != digest:
+            raise Invalid(f"{run}/{CERT_JSON}: sha256 differs from the digest the signed sigma search records")
+    gone = f"; not present (not checked): {', '.join(absent)}" if absent else ""
+    return f"sigma grid: {len(steps) - len(absent)} step certificate(s) match their signed digests{gone}"
+
+
 def verify(
     target: Path, key_path: Path | None, model_dir: Path | None = None, policy_dir: Path | None = None
 ) -> Verification:
@@ -343,6 +358,8 @@ def verify(
         checked += check_attested(cert, policy_dir)
         log = envelope_path.parent / DRAW_LOG
         checked.append(check_draw_log(log, cert) if log.exists() else f"{DRAW_LOG}: not present (not checked)")
+        if cert.sigma_search is not None and cert.sigma_search.mode == "grid":
+            checked.append(check_grid_steps(envelope_path.parent, cert))
         if model_dir is not None:
             checked.append(check_model(Path(model_dir), cert))
         else:

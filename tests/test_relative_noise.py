@@ -318,11 +318,9 @@ def test_token_bound_divides_by_the_embedding_sigma(tmp_path, tiny_tokenizer):
         token_bound(forged, path, ["#5=#6"])
 
 
-def test_sigma_grid_and_auto_refuse_relative_noise(tmp_path):
-    from auditor.sigma_grid import run_sigma_auto, run_sigma_grid
+def test_a_sigma_grid_or_auto_with_relative_noise_is_a_policy_error():
+    from auditor.errors import PolicyError
 
-    loaded = parse_policy(POLICY.format(sigma=0.05, extra=", scale: relative"))
-    with pytest.raises(ValueError, match="scale: relative"):
-        run_sigma_grid(None, None, [_norm_task()], loaded, None, [0.01, 0.02], tmp_path)
-    with pytest.raises(ValueError, match="scale: relative"):
-        run_sigma_auto(None, None, [_norm_task()], loaded, None, 0.01, 0.02, 4, tmp_path)
+    for sigma in ("[0.01, 0.02]", "{auto: [0.01, 0.02]}"):
+        with pytest.raises(PolicyError, match="field .perturbation.: scale: relative needs a single sigma"):
+            parse_policy(POLICY.format(sigma=sigma, extra=", scale: relative"))

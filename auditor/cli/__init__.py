@@ -29,7 +29,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register() -> None:
     # Each module adds its commands to `cli`; heavy imports happen inside the commands themselves.
-    from auditor.cli import audit_cmds, gate_cmds, landscape_cmds, run_cmds, sigma_cmds, sign_cmds  # noqa: F401
+    from auditor.cli import audit_cmds, gate_cmds, landscape_cmds, run_cmds, sign_cmds  # noqa: F401
 
 
 def resume_command(args: list[str], run_dir: object) -> str:

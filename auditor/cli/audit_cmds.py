@@ -104,6 +104,20 @@ def _verdict_table(cert: Any) -> Any:
     return table
 
 
+def _search_summary(search: Any) -> str:
+    """σ* per task (grid) or the pilot's choice (auto), one line each."""
+    if search.mode == "auto":
+        pilot = ", ".join(f"σ={c.sigma:.4g}: R≈{c.min_radius:.3g}" for c in search.pilot)
+        return f"σ chosen by the pilot ({search.pilot_draws} draws each, own seed): {search.chosen:.4g}  [{pilot}]"
+    lines = ["certified basin edge (fixed-sequence over the σ grid):"]
+    for e in search.edges:
+        curve = ", ".join(f"{s.sigma:g}: {s.p_lower:.3f}{'' if s.certified else ' ✗'}" for s in e.steps)
+        star = "none (the first σ failed)" if e.sigma_star is None else f"{e.sigma_star:g}"
+        radius = "" if e.radius_at_star is None else f", radius at σ* {e.radius_at_star:.3g}"
+        lines.append(f"  {e.task}: σ* = {star}{radius}  [p_lower by σ: {curve}]")
+    return "\n".join(lines)
+
+
 @cli.command()
 @click.argument("policy", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--model", "model", help="Audit this model instead of the policy's (built-in name or HF directory).")
@@ -258,6 +272,8 @@ def certify(
         f"{run.draws_used} draws ({run.resumed_draws} resumed) in {run.seconds_total:.1f} s: "
         f"noise {run.seconds_noise:.1f} s, evaluation {run.seconds_eval:.1f} s, setup/clean/report {other:.1f} s"
     )
+    if cert.sigma_search is not None:
+        out.print(_search_summary(cert.sigma_search))
     for kind, path in files.items():
         out.print(f"{kind}: {path}")
     slack = ", ".join(f"{t.name} {t.statistical_slack:.3f}" for t in cert.tasks)

@@ -93,7 +93,7 @@ def _recertify(
         cert.policy.text,
         origin=f"{cert_path}:policy",
         path=policy_path if policy_path and policy_path.exists() else None,
-    )
+    ).at_sigma(cert.perturbation.sigma)  # a sigma search recertifies at the certificate's own sigma
     _quiet_libraries()
     progress = Progress(
         TextColumn("[bold]recertify draws"),

@@ -1,0 +1,351 @@
+"""sigma as a search: the fixed-sequence grid (stops at the first failure, FWER <= alpha), sigma: auto's
+n0/n split, the policy fields, the certificate's record of both, and the gate's checks of that record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_model
+from scipy.stats import norm
+
+from auditor import sigma_search, stats
+from auditor.audit import ScorerTask, run_audit
+from auditor.certificate import SigmaPilot, SigmaStep
+from auditor.checkpoint import memory_identity
+from auditor.cli import main
+from auditor.errors import PolicyError
+from auditor.policy import parse_policy
+from auditor.signing import sha256_path
+from auditor.trust import Untrusted, check_derived
+
+# --------------------------------------------------------------------------- the procedure
+
+
+def _step(sigma: float, p_lower: float, threshold: float) -> SigmaStep:
+    return SigmaStep(sigma=sigma, p_lower=p_lower, threshold=threshold, certified=p_lower >= threshold, run=".")
+
+
+def _fake(p_lowers: dict[str, list[float]], threshold: float, calls: list[float]):
+    grid = [0.001, 0.002, 0.004, 0.008]
+
+    def audit_at(sigma: float) -> dict[str, SigmaStep]:
+        calls.append(sigma)
+        j = grid.index(sigma)
+        return {t: _step(sigma, v[j], threshold) for t, v in p_lowers.items()}
+
+    return grid, audit_at
+
+
+def test_each_task_stops_at_its_first_failure_and_later_passes_never_count():
+    calls: list[float] = []
+    grid, audit_at = _fake({"a": [0.9, 0.8, 0.5, 0.9], "b": [0.9, 0.9, 0.9, 0.2]}, 0.6, calls)
+    a, b = sigma_search.certify_grid(["a", "b"], grid, audit_at, target=0.5)
+    assert (a.sigma_star, a.stopped_at, len(a.steps)) == (0.002, 0.004, 3)  # 0.008 passes again: ignored
+    assert (b.sigma_star, b.stopped_at, len(b.steps)) == (0.004, 0.008, 4)
+    assert a.radius_at_star == pytest.approx(0.002 * (norm.ppf(0.6) - norm.ppf(0.5)))
+    calls.clear()
+    grid, audit_at = _fake({"a": [0.9, 0.1, 0.9, 0.9], "b": [0.1, 0.9, 0.9, 0.9]}, 0.6, calls)
+    a, b = sigma_search.certify_grid(["a", "b"], grid, audit_at, target=0.5)
+    assert calls == [0.001, 0.002]  # every task failed: no further audit is paid for
+    assert b.sigma_star is None and b.radius_at_star is None and a.sigma_star == 0.001
+
+
+def test_family_wise_error_of_the_fixed_sequence_stays_below_alpha():
+    # p_A falls with sigma; threshold 0.7: the nulls H_j (p_A < 0.7) are true from the third sigma on.
+    # A run errs when it certifies any sigma whose p_A is below the threshold.
+    rng = np.random.default_rng(1)
+    grid = [0.001, 0.002, 0.004, 0.008, 0.016]
+    p_true = dict(zip(grid, [0.95, 0.85, 0.69, 0.6, 0.3], strict=True))
+    alpha, n, runs, c = 0.05, 60, 3000, 0.7
+    errors = 0
+    for _ in range(runs):
+
+        def audit_at(sigma):
+            k = int(rng.binomial(n, p_true[sigma]))
+            return {"t": _step(sigma, stats.clopper_pearson_lower(k, n, alpha), c)}
+
+        (edge,) = sigma_search.certify_grid(["t"], grid, audit_at, target=0.5)
+        errors += any(p_true[s.sigma] < c for s in edge.steps if s.certified)
+    assert errors / runs <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / runs)
+
+
+def test_choose_sigma_maximises_the_smallest_radius_and_prefers_smaller_on_ties():
+    def cand(sigma, radius):
+        return SigmaPilot(sigma=sigma, p_hat={"a": 1.0}, predicted_p_lower={"a": 1.0}, min_radius=radius)
+
+    assert sigma_search.choose_sigma([cand(0.001, 0.002), cand(0.002, 0.003), cand(0.004, 0.0)]) == 0.002
+    assert sigma_search.choose_sigma([cand(0.001, 0.0), cand(0.002, 0.0)]) == 0.001
+    assert sigma_search.pilot_seed(4) != 4
+    # the predicted bound grows with the certifying draws and never leaves [0, 1]
+    units = [1, 1, 0, 1, 1, 1, 0, 1]
+    lows = [sigma_search.predicted_lower(units, 0.01, n) for n in (10, 100, 10_000)]
+    assert 0.0 <= lows[0] < lows[1] < lows[2] < 0.75
+
+
+# --------------------------------------------------------------------------- the policy
+
+BASE = """schema_version: 1
+seed: 4
+alpha: 0.05
+perturbation: {{sigma: {sigma}, include: ["*norm*"]}}
+sampling: {{design: batched, bound: star-bets, draws: 24}}
+tasks:
+  - {{name: t, source: python, oracle: {{type: python, scorer: x}}, require: {require}}}
+"""
+
+
+def _loaded(sigma: str, require: str = "{min_p_lower: 0.55}"):
+    return parse_policy(BASE.format(sigma=sigma, require=require), origin="p.yaml")
+
+
+def test_policy_sigma_takes_a_number_a_grid_or_auto():
+    assert _loaded("0.01").policy.perturbation.fixed_sigma == 0.01
+    grid = _loaded("[0.01, 0.05, 0.1]").policy.perturbation
+    assert grid.grid == [0.01, 0.05, 0.1] and grid.auto is None and grid.search_sigmas() == [0.01, 0.05, 0.1]
+    auto = _loaded("{auto: [0.001, 0.016], pilot_draws: 4}").policy.perturbation
+    assert auto.auto.candidates == 5 and auto.search_sigmas() == pytest.approx([0.001, 0.002, 0.004, 0.008, 0.016])
+    with pytest.raises(ValueError, match=r"at\(sigma\)"):
+        grid.fixed_sigma  # noqa: B018 - an audit must be handed one sigma
+    assert grid.at(0.05).fixed_sigma == 0.05
+
+
+@pytest.mark.parametrize(
+    ("sigma", "message"),
+    [
+        ("[0.02, 0.01]", "strictly ascending"),
+        ("[0.01, 0.01]", "strictly ascending"),
+        ("[0.0, 0.1]", "strictly ascending"),
+        ("[0.01]", "at least two numbers"),
+        ("-0.1", "positive number"),
+        ("{auto: [0.02, 0.01]}", "0 < lo < hi"),
+        ("{auto: [0.01, 0.02], candidates: 1}", "candidates"),
+        ("{auto: [0.01, 0.02], pilot: 3}", "pilot"),
+        ("fast", "expected a number"),
+    ],
+)
+def test_bad_sigma_fields_are_one_line_naming_the_field(sigma, message):
+    with pytest.raises(PolicyError, match=message) as info:
+        _loaded(sigma)
+    assert str(info.value).startswith("p.yaml: field 'perturbation.sigma")
+
+
+def test_a_grid_needs_a_requirement_on_every_task():
+    with pytest.raises(PolicyError, match="a sigma grid certifies each task against its requirement"):
+        _loaded("[0.01, 0.02]", require="{}")
+    _loaded("{auto: [0.01, 0.02]}", require="{}")  # auto maximises the radius at the target: no requirement needed
+
+
+def test_validate_reads_a_grid_policy_and_refuses_an_unreachable_one(tmp_path, capsys):
+    text = """schema_version: 1
+seed: 4
+perturbation: {{sigma: [0.002, 0.004, 0.008]}}
+sampling: {{draws: 6}}
+tasks:
+  - {{name: capitals, source: "builtin:capitals", oracle: {{type: contains}}, require: {{min_p_lower: {need}}}}}
+"""
+    path = tmp_path / "grid.yaml"
+    path.write_text(text.format(need=0.3))
+    assert main(["validate", str(path)]) == 0
+    assert "sigma=[0.002, 0.004, 0.008]" in capsys.readouterr().out
+    path.write_text(text.format(need=0.99))  # 6 draws can never bound p above 0.99
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "grid.yaml: field 'sampling.draws': at sigma 0.002: task 'capitals' needs p_lower >= 0.9900" in err
+
+
+# --------------------------------------------------------------------------- a real grid and auto audit
+
+
+def _norm_task() -> ScorerTask:
+    # RMSNorm weights start at ones (sum 32): an example passes while the noise moves that sum less than its
+    # tolerance, so the score falls as sigma grows
+    tolerances = [0.05 + 0.95 * i / 11 for i in range(12)]
+    return ScorerTask(
+        "t", tolerances, lambda model, x: int(abs(float(model.model.norm.weight.detach().sum()) - 32) < x)
+    )
+
+
+def _search(loaded, run_dir: Path):
+    model = make_model()
+
+    def audit(at, here):
+        return run_audit(model, None, [_norm_task()], at, memory_identity(model), here / "draws.jsonl")
+
+    run = sigma_search.run_grid if loaded.policy.perturbation.grid else sigma_search.run_auto
+    return run([_norm_task()], loaded, run_dir, audit)
+
+
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("grid")
+    cert, _ = _search(_loaded("[0.01, 0.05, 0.1, 0.2]"), run_dir)
+    return cert, run_dir
+
+
+def test_grid_certifies_in_order_stops_at_the_first_failure_and_records_it(grid_run):
+    cert, run_dir = grid_run
+    search = cert.sigma_search
+    (edge,) = search.edges
+    assert [s.sigma for s in edge.steps] == [0.01, 0.05, 0.1]  # 0.1 failed: 0.2 was never audited
+    assert [s.certified for s in edge.steps] == [True, True, False]
+    assert (edge.sigma_star, edge.stopped_at) == (0.05, 0.1)
+    assert edge.radius_at_star == pytest.approx(0.05 * (norm.ppf(0.55) - norm.ppf(0.5)))  # from the threshold
+    # the certificate itself is sigma_1's audit, and its first step is that very audit
+    assert cert.perturbation.sigma == 0.01 and edge.steps[0].p_lower == cert.tasks[0].p_lower
+    assert (run_dir / "draws.jsonl").is_file() and not (run_dir / "sigma-0.2").exists()
+    for step in edge.steps[1:]:
+        step_cert = run_dir / step.run / "certificate.json"
+        assert sha256_path(step_cert) == step.certificate_sha256
+        assert json.loads(step_cert.read_text())["perturbation"]["sigma"] == step.sigma
+    # simultaneous family: alpha/m per sigma is stricter than the fixed-sequence level
+    assert all(s.p_lower_bonferroni < s.p_lower for s in edge.steps)
+    assert any("Fixed-sequence" in c for c in search.claims) and any("2 alpha" in c for c in search.claims)
+    check_derived(cert, run_dir / "certificate.json")  # every search number re-derives
+
+
+def test_grid_steps_share_the_seed_so_the_curve_uses_common_directions(grid_run):
+    # same seed at every sigma: draw d is the same direction z, scaled; the norm sum moves by sigma * sum(z), so
+    # each draw's score can only fall as sigma grows (independent streams would break this draw by draw)
+    _, run_dir = grid_run
+
+    def values(d):
+        lines = (run_dir / d / "draws.jsonl").read_text().splitlines()[1:]
+        return [json.loads(line)["results"]["t"]["value"] for line in lines]
+
+    v1, v2, v3 = values("."), values("sigma-0.05"), values("sigma-0.1")
+    assert all(a >= b >= c for a, b, c in zip(v1, v2, v3, strict=True)) and sum(v1) > sum(v3)
+
+
+def test_render_shows_the_basin_edge_and_its_plot(grid_run):
+    from auditor.render import render_html
+
+    html = render_html(grid_run[0], signed=False)
+    assert "Certified basin edge" in html and "data:image/svg+xml" in html and "union bound" in html
+
+
+def _forge(cert, **edge_update):
+    search = cert.sigma_search
+    edge = search.edges[0].model_copy(update=edge_update)
+    return cert.model_copy(update={"sigma_search": search.model_copy(update={"edges": [edge]})})
+
+
+def test_the_gate_refuses_a_forged_search_and_a_step_presented_alone(grid_run):
+    from auditor.certificate import read_certificate
+
+    cert, run_dir = grid_run
+    where = run_dir / "certificate.json"
+    edge = cert.sigma_search.edges[0]
+    forged = [
+        _forge(cert, sigma_star=0.1),  # a sigma* past the failure
+        _forge(cert, radius_at_star=edge.radius_at_star * 10),
+        _forge(cert, steps=[*edge.steps[:2], edge.steps[2].model_copy(update={"certified": True})], stopped_at=None),
+        _forge(cert, steps=edge.steps[:2], stopped_at=None),  # hides the failure: a never-failing task runs the grid
+        _forge(cert, steps=[edge.steps[0].model_copy(update={"threshold": 0.1}), *edge.steps[1:]]),
+        cert.model_copy(
+            update={"sigma_search": cert.sigma_search.model_copy(update={"claims": ["every radius holds at alpha"]})}
+        ),
+    ]
+    for bad in forged:
+        with pytest.raises(Untrusted, match="sigma_search"):
+            check_derived(bad, where)
+    # sigma*'s own audit, shown alone, reads like a certificate of a sigma fixed in advance: refused
+    step = read_certificate(run_dir / "sigma-0.05" / "certificate.json")
+    with pytest.raises(Untrusted, match="one step .* of that search"):
+        check_derived(step, run_dir / "sigma-0.05" / "certificate.json")
+    # and a search record grafted onto a single-sigma certificate is refused too
+    text = step.policy.text.replace("[0.01, 0.05, 0.1, 0.2]", "0.05")
+    record = step.policy.model_copy(update={"text": text, "sha256": hashlib.sha256(text.encode()).hexdigest()})
+    single = step.model_copy(update={"sigma_search": cert.sigma_search, "policy": record})
+    check_derived(single.model_copy(update={"sigma_search": None}), where)  # without the graft: a valid certificate
+    with pytest.raises(Untrusted, match="field 'sigma_search'"):
+        check_derived(single, where)
+
+
+def test_auto_pilots_on_its_own_seed_and_certifies_the_choice_with_fresh_draws(tmp_path):
+    loaded = _loaded("{auto: [0.01, 0.2], candidates: 3, pilot_draws: 6}")
+    cert, _ = _search(loaded, tmp_path)
+    search = cert.sigma_search
+    assert search.mode == "auto" and search.pilot_seed != cert.seed and search.pilot_draws == 6
+    assert cert.perturbation.sigma == search.chosen == sigma_search.choose_sigma(search.pilot)
+    assert cert.sampling.draws_used == 24  # the policy's own draws, none of the pilot's
+    assert sorted(p.name for p in (tmp_path / "pilot").iterdir()) == ["sigma-0.01", "sigma-0.04472", "sigma-0.2"]
+    pilot_log = (tmp_path / "pilot" / "sigma-0.01" / "draws.jsonl").read_text().splitlines()
+    assert len(pilot_log) == 1 + 6
+    check_derived(cert, tmp_path / "certificate.json")
+    other = next(c.sigma for c in search.pilot if c.sigma != search.chosen)
+    moved = cert.model_copy(update={"sigma_search": search.model_copy(update={"chosen": other})})
+    with pytest.raises(Untrusted, match="sigma_search.chosen"):
+        check_derived(moved, tmp_path / "certificate.json")
+
+
+# --------------------------------------------------------------------------- through `auditor certify`
+
+CLI_POLICY = """schema_version: 1
+model: {model}
+seed: 4
+alpha: 0.05
+perturbation: {{sigma: {sigma}}}
+sampling: {{draws: 6, bound: betting}}
+tasks:
+  - name: always
+    source: builtin:arithmetic
+    oracle: {{type: python, scorer: "scorer.py:always"}}
+    limit: 3
+    max_new_tokens: 1
+    require: {{min_p_lower: 0.3}}
+"""
+
+
+def _cli_policy(tmp_path, model, sigma):
+    (tmp_path / "scorer.py").write_text("def always(answer, example):\n    return 1\n")
+    path = tmp_path / "policy.yaml"
+    path.write_text(CLI_POLICY.format(model=model, sigma=sigma))
+    return path
+
+
+def test_certify_runs_a_grid_policy_signs_its_certificate_and_resumes(tmp_path, tiny_model_dir, capsys):
+    from auditor.certificate import read_certificate
+    from auditor.signing import keygen
+
+    keys = keygen(tmp_path / "keys")
+    policy, out = _cli_policy(tmp_path, tiny_model_dir, "[0.001, 0.01]"), tmp_path / "run"
+    args = ["certify", str(policy), "--out", str(out), "--threads", "1", "--no-progress"]
+    assert main([*args, "--key", str(keys["private_key"])]) == 0
+    printed = capsys.readouterr().out
+    assert "certified basin edge" in printed and "always: σ* = 0.01" in printed
+    cert = read_certificate(out / "certificate.json")
+    assert cert.sigma_search.edges[0].sigma_star == 0.01 and cert.perturbation.sigma == 0.001
+    assert (out / "certificate.pdf").is_file() and (out / "sigma-0.01" / "certificate.json").is_file()
+    assert not (out / "sigma-0.01" / "certificate.dsse.json").exists()  # only the search's certificate is signed
+    assert main(["verify", str(out), "--key", str(keys["public_key"])]) == 0
+    assert "sigma grid: 1 step certificate(s) match their signed digests" in capsys.readouterr().out
+    step = out / "sigma-0.01" / "certificate.json"
+    kept = step.read_bytes()
+    step.write_bytes(kept.replace(b'"p_hat":1.0', b'"p_hat":0.9'))  # a step edited after signing
+    assert main(["verify", str(out), "--key", str(keys["public_key"])]) == 1
+    assert "sigma-0.01/certificate.json: sha256 differs" in capsys.readouterr().err
+    step.write_bytes(kept)
+    # resumed: every step's log is complete, so nothing is drawn again and the search is the same
+    assert main([*args, "--resume"]) == 0
+    assert "12 draws (12 resumed)" in capsys.readouterr().out  # two sigmas of 6 draws, all from the logs
+    again = read_certificate(out / "certificate.json").sigma_search
+    # the same numbers (a republished step has new timestamps, hence a new digest)
+    steps = [[(s.sigma, s.p_lower, s.certified) for s in e.edges[0].steps] for e in (again, cert.sigma_search)]
+    assert steps[0] == steps[1] and [s[0] for s in steps[0]] == [0.001, 0.01]
+
+
+def test_certify_runs_sigma_auto(tmp_path, tiny_model_dir, capsys):
+    from auditor.certificate import read_certificate
+
+    policy = _cli_policy(tmp_path, tiny_model_dir, "{auto: [0.001, 0.01], candidates: 2, pilot_draws: 3}")
+    out = tmp_path / "auto"
+    assert main(["certify", str(policy), "--out", str(out), "--threads", "1", "--no-progress"]) == 0
+    assert "σ chosen by the pilot (3 draws each, own seed)" in capsys.readouterr().out
+    cert = read_certificate(out / "certificate.json")
+    assert cert.perturbation.sigma == cert.sigma_search.chosen and cert.sampling.draws_used == 6
+    assert len((out / "pilot" / "sigma-0.001" / "draws.jsonl").read_text().splitlines()) == 1 + 3
