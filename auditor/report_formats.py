@@ -38,8 +38,24 @@ def certify_summary(
         "bound": cert.sampling.bound,
         "draws_used": cert.sampling.draws_used,
         "tasks": [_task_numbers(t) for t in cert.tasks],
+        "sigma_search": _search_numbers(cert),
         "files": {kind: str(path) for kind, path in files.items()},
         **(extra or {}),
+    }
+
+
+def _search_numbers(cert: Certificate) -> dict[str, Any] | None:
+    """sigma* and its radius per task (grid), or the chosen sigma (auto); None for a single sigma."""
+    search = cert.sigma_search
+    if search is None:
+        return None
+    if search.mode == "auto":
+        return {"mode": "auto", "chosen": search.chosen, "candidates": search.sigmas}
+    return {
+        "mode": "grid",
+        "grid": search.sigmas,
+        "sigma_star": {e.task: e.sigma_star for e in search.edges},
+        "radius_at_star": {e.task: e.radius_at_star for e in search.edges},
     }
 
 

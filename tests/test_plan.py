@@ -1,6 +1,7 @@
 """`auditor plan`: pilot on its own seed, cost model, resampled slack, candidates within a budget."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -102,3 +103,14 @@ def test_plan_cli_runs_a_pilot_and_writes_no_run(tmp_path, tiny_model_dir, capsy
     # the saved pilot is reused: no model needed the second time
     assert main(["plan", str(policy), "--pilot-file", str(saved), "--minutes", "0.001"]) == 1
     assert "no candidate fits" in capsys.readouterr().out
+
+
+def test_plan_sizes_one_audit_of_a_sigma_grid(tmp_path, tiny_model_dir, capsys):
+    policy = write_policy(tmp_path, str(tiny_model_dir), need=0.0, draws=4)
+    text = policy.read_text()
+    grid = re.sub(r"sigma: [0-9.e-]+", "sigma: [0.001, 0.01, 0.1]", text, count=1)
+    policy.write_text(grid + "    require: {min_p_lower: 0.0}\n")  # a grid needs a requirement on every task
+    assert main(["plan", str(policy), "--pilot-draws", "2", "--minutes", "60"]) == 0
+    captured = capsys.readouterr()
+    assert "planning one audit at sigma = 0.001: a sigma search runs up to 3 of them" in captured.err
+    assert "suggested: sampling: {draws:" in captured.out

@@ -344,8 +344,11 @@ def test_certify_runs_sigma_auto(tmp_path, tiny_model_dir, capsys):
 
     policy = _cli_policy(tmp_path, tiny_model_dir, "{auto: [0.001, 0.01], candidates: 2, pilot_draws: 3}")
     out = tmp_path / "auto"
-    assert main(["certify", str(policy), "--out", str(out), "--threads", "1", "--no-progress"]) == 0
-    assert "σ chosen by the pilot (3 draws each, own seed)" in capsys.readouterr().out
+    assert main(["certify", str(policy), "--out", str(out), "--threads", "1", "--no-progress", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "σ chosen by the pilot (3 draws each, own seed)" in captured.err
+    summary = json.loads(captured.out)
+    assert summary["sigma_search"]["mode"] == "auto" and summary["sigma"] == summary["sigma_search"]["chosen"]
     cert = read_certificate(out / "certificate.json")
     assert cert.perturbation.sigma == cert.sigma_search.chosen and cert.sampling.draws_used == 6
     assert len((out / "pilot" / "sigma-0.001" / "draws.jsonl").read_text().splitlines()) == 1 + 3

@@ -51,7 +51,7 @@ def validate(policy: Path | None, smoke: bool, model: str | None) -> int:
     p = loaded.policy
     click.echo(
         f"{loaded.path}: valid (schema {p.schema_version}, {len(tasks)} task(s): "
-        f"{', '.join(f'{t.name} [{len(t.examples)}]' for t in tasks)}; sigma={p.perturbation.sigma}, "
+        f"{', '.join(f'{t.name} [{len(t.examples)}]' for t in tasks)}; sigma={_sigma_words(p.perturbation)}, "
         f"design={p.sampling.design}, bound={p.sampling.bound}, sha256={loaded.sha256[:16]}…)"
     )
     if smoke:
@@ -68,6 +68,13 @@ def validate(policy: Path | None, smoke: bool, model: str | None) -> int:
             score = int(task.evaluate(lm.model, lm.tokenizer, [0], 1)[0])
             click.echo(f"smoke: {task.name}: example 0 scored {score} ({time.perf_counter() - t0:.1f} s)")
     return EXIT_PASS
+
+
+def _sigma_words(pert: Any) -> str:
+    auto = pert.auto
+    if auto is None:
+        return str(pert.sigma)
+    return f"auto over {auto.auto} ({auto.candidates} candidates, {auto.pilot_draws} pilot draws each)"
 
 
 def _verdict_table(cert: Any) -> Any:

@@ -75,6 +75,10 @@ def plan(
     out, err = Console(), Console(stderr=True)
     loaded = load_policy(policy)
     check_design(loaded)
+    searched = loaded.policy.perturbation.search_sigmas()
+    if len(searched) > 1:  # a grid or auto: size one audit, at the first sigma it will run
+        loaded = loaded.at_sigma(searched[0])
+        err.print(f"planning one audit at sigma = {searched[0]:g}: a sigma search runs up to {len(searched)} of them")
     p = loaded.policy
     tasks = build_tasks(loaded)
     if pilot_file is not None and pilot_file.exists():
