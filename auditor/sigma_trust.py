@@ -47,15 +47,18 @@ def check_search(cert: Certificate, stated: Any, refuse: Refuse, not_a_search: C
     search = cert.sigma_search
     if search is None:
         not_a_search("a grid" if isinstance(stated, list) else "auto")
-    if isinstance(stated, list):
-        grid = [float(s) for s in stated]
-        if search.mode != "grid" or not _same(search.sigmas, grid):
+    try:
+        grid = [float(s) for s in stated] if isinstance(stated, list) else []
+        auto = None if isinstance(stated, list) else SigmaAuto.model_validate(stated)
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        refuse("policy.text", stated, f"a valid sigma grid or auto ({exc.__class__.__name__})")
+    if auto is None:
+        if search.mode != "grid" or len(grid) < 2 or not _same(search.sigmas, grid):
             refuse("sigma_search.sigmas", search.sigmas, grid)
         if not _close(cert.perturbation.sigma, grid[0]):
             refuse("perturbation.sigma", cert.perturbation.sigma, grid[0])
         _check_grid(cert, grid, refuse)
     else:
-        auto = SigmaAuto.model_validate(stated)
         if search.mode != "auto" or not _same(search.sigmas, auto.sigmas()):
             refuse("sigma_search.sigmas", search.sigmas, auto.sigmas())
         _check_auto(cert, auto, refuse)

@@ -253,6 +253,15 @@ def test_the_gate_refuses_a_forged_search_and_a_step_presented_alone(grid_run):
     for bad in forged:
         with pytest.raises(Untrusted, match="sigma_search"):
             check_derived(bad, where)
+    # a policy text whose sigma no policy could hold is refused, not a crash
+    for text in (
+        "perturbation: {sigma: []}\n",
+        "perturbation: {sigma: [0.01, x]}\n",
+        "perturbation: {sigma: {auto: 1}}\n",
+    ):
+        record = cert.policy.model_copy(update={"text": text, "sha256": hashlib.sha256(text.encode()).hexdigest()})
+        with pytest.raises(Untrusted):
+            check_derived(cert.model_copy(update={"policy": record}), where)
     # sigma*'s own audit, shown alone, reads like a certificate of a sigma fixed in advance: refused
     step = read_certificate(run_dir / "sigma-0.05" / "certificate.json")
     with pytest.raises(Untrusted, match="one step .* of that search"):
@@ -330,6 +339,11 @@ def test_certify_runs_a_grid_policy_signs_its_certificate_and_resumes(tmp_path, 
     assert main(["verify", str(out), "--key", str(keys["public_key"])]) == 1
     assert "sigma-0.01/certificate.json: sha256 differs" in capsys.readouterr().err
     step.write_bytes(kept)
+    # the gate takes the search's certificate, and refuses sigma*'s step offered in its place
+    assert main(["gate", str(out), "--candidate", str(tiny_model_dir), "--trusted-key", str(keys["public_key"])]) == 0
+    capsys.readouterr()
+    assert main(["gate", str(out / "sigma-0.01"), "--candidate", str(tiny_model_dir), "--allow-unsigned"]) == 1
+    assert "this is one step (or pilot) of that search" in capsys.readouterr().err
     # resumed: every step's log is complete, so nothing is drawn again and the search is the same
     assert main([*args, "--resume"]) == 0
     assert "12 draws (12 resumed)" in capsys.readouterr().out  # two sigmas of 6 draws, all from the logs
