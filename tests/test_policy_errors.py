@@ -29,7 +29,7 @@ def test_all_problems_one_line_each_with_suggestions() -> None:
     lines = str(exc.value).splitlines()
     assert all(line.startswith("p.yaml: field '") for line in lines)
     expected = [
-        "field 'perturbation.sigma': Input should be greater than 0",
+        "field 'perturbation.sigma': sigma must be a positive number, got -0.01",
         "field 'perturbation.sigmaa': unknown field; did you mean 'sigma'?",
         "field 'sampling.design': Input should be 'bernoulli', 'batched' or 'antithetic'; did you mean 'batched'?",
         "field 'sampling.bond': unknown field; did you mean 'bound'?",
