@@ -12,7 +12,8 @@ import importlib.util
 from pathlib import Path
 
 from auditor.certificate import AttestedFile
-from auditor.policy import DataSource, LoadedPolicy, PythonOracle
+from auditor.policy import LoadedPolicy
+from auditor.policy_tasks import DataSource, PythonOracle
 
 
 def _sha256(path: Path) -> str:

@@ -32,7 +32,7 @@ import numpy as np
 
 from auditor import bounds, stats, verdicts
 from auditor.certificate import Certificate, SigmaEdge, SigmaPilot, SigmaSearch, SigmaStep
-from auditor.policy import Requirement
+from auditor.policy_tasks import Requirement
 from auditor.seeding import derive_seed
 
 GRID_PROCEDURE = (

@@ -39,7 +39,7 @@ def main() -> None:
 
     from auditor.checkpoint import load_model
     from auditor.perturb import Perturber
-    from auditor.policy import TaskSpec
+    from auditor.policy_tasks import TaskSpec
     from auditor.tasks import build_task
     from auditor.tasks.base import Example
     from auditor.tasks.choice import ChoiceTask

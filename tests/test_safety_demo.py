@@ -170,7 +170,8 @@ def test_demo_pipeline_on_a_tiny_model(tmp_path, tiny_model_dir, shared_data):
 
 def test_the_stronger_judge_the_policy_points_to():
     """The commented-out line in policies/safety.yaml works as written and catches the keyword judge's misses."""
-    from auditor.policy import DEFAULT_REFUSAL_KEYWORDS, parse_policy
+    from auditor.policy import parse_policy
+    from auditor.policy_tasks import DEFAULT_REFUSAL_KEYWORDS
     from auditor.tasks.base import Example
     from auditor.tasks.oracles import make_refusal, make_scorer
 

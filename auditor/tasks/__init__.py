@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from auditor.errors import TaskError
-from auditor.policy import DataSource, LmEvalSource, LoadedPolicy, RefusalOracle, TaskSpec
+from auditor.policy import LoadedPolicy
+from auditor.policy_tasks import DataSource, LmEvalSource, RefusalOracle, TaskSpec
 from auditor.tasks.base import Example, Task
 from auditor.tasks.builtin import BUILTINS, builtin
 from auditor.tasks.choice import ChoiceTask

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from auditor.policy import TaskSpec
+from auditor.policy_tasks import TaskSpec
 from auditor.tasks import build_task
 
 pytestmark = pytest.mark.slow
