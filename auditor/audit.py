@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import logging
 import platform
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from auditor import __version__, bounds, fragility, sigma_search, stats, verdicts
+from auditor import __version__, bounds, fragility, stats, verdicts
 from auditor.attest import policy_files
 from auditor.certificate import (
     GUARANTEE,
@@ -28,16 +26,14 @@ from auditor.certificate import (
     TaskResult,
     ToolRecord,
 )
-from auditor.drawlog import RECORD_FORMAT, DrawLog, read_header
-from auditor.errors import AuditorError, PolicyError, RunInterrupted
+from auditor.drawlog import RECORD_FORMAT, DrawLog
+from auditor.errors import PolicyError
 from auditor.policy import LoadedPolicy, Policy, parse_policy
 from auditor.sample import (
     CLEAN_FILE,
     DrawSource,
-    DrawTimer,
     SampleResult,
     clean_run,
-    compute_draw,
     make_perturber,
     plan_from_policy,
     run_draws,
@@ -45,7 +41,6 @@ from auditor.sample import (
 )
 from auditor.tasks.base import Example, Task
 
-log = logging.getLogger(__name__)
 # Points (in units of sigma) at which the certificate tabulates the bound curves.
 CURVE_STEPS = [0.0, 0.125, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0]
 REPLAY_NOTE = (
@@ -54,19 +49,6 @@ REPLAY_NOTE = (
     "(K draws picked from the seed; or --draw I for given ones). Exit 0: identical; 1: the differing draws and "
     "examples are named. Draw i depends only on (seed, i), so any draw replays alone."
 )
-
-
-@dataclass
-class AuditRun:
-    """A finished audit: the certificate and how the time was spent."""
-
-    certificate: Certificate
-    files: dict[str, Path]
-    seconds_total: float
-    seconds_noise: float
-    seconds_eval: float
-    draws_used: int  # over every audit of a sigma search (pilots included)
-    resumed_draws: int
 
 
 def _display_path(path: Path | None) -> str | None:
@@ -324,137 +306,3 @@ def certify_model(
         path = log_path or Path(tmp) / "draws.jsonl"
         cert, _ = run_audit(model, tokenizer, tasks, loaded, identity, path)
     return cert
-
-
-def find_resumable(reports: Path, policy_sha: str) -> Path | None:
-    """The newest run folder under `reports` whose draw log was made with this policy."""
-    runs = sorted((p.parent for p in reports.glob("*/draws.jsonl")), key=lambda p: p.stat().st_mtime, reverse=True)
-    for run in runs:
-        try:
-            header = read_header(run / "draws.jsonl")
-        except AuditorError:
-            continue
-        if header.get("policy_sha256") == policy_sha:
-            return run
-    return None
-
-
-def certify(
-    loaded: LoadedPolicy,
-    *,
-    model: str | None = None,
-    out_dir: Path | None = None,
-    reports: Path = Path("reports"),
-    resume: bool = False,
-    sequential: bool = False,
-    key: Path | None = None,
-    on_start: Callable[[int, list[str]], None] | None = None,
-    on_draw: Callable[[int, dict[str, float]], None] | None = None,
-    device_map: str | None = None,
-) -> AuditRun | None:
-    """The whole job: load the model, sample, bound, judge, write (and sign) the certificate.
-
-    `model` overrides the policy's model (e.g. to audit a fine-tuned candidate under a base's policy);
-    `sequential` turns on early stopping within the policy's draw budget when its bound allows it;
-    `device_map` ('auto', 'balanced', ...) spreads a model too large for one device over the GPUs.
-    Under torchrun / accelerate launch the draws are sharded over the ranks (auditor.distributed):
-    rank 0 returns the run, the other ranks compute their share of the draws and return None.
-    """
-    import functools
-    import time
-
-    from auditor import distributed
-    from auditor.checkpoint import load_model, load_weights
-    from auditor.tasks import build_tasks
-
-    t0 = time.perf_counter()
-    seq_bound = stats.sequential_bound(loaded.policy.sampling.bound)
-    if sequential and loaded.policy.sampling.max_draws is None and seq_bound is not None:
-        sampling = loaded.policy.sampling.model_copy(
-            update={"max_draws": loaded.policy.sampling.draws, "bound": seq_bound}
-        )
-        loaded = loaded.model_copy(update={"policy": loaded.policy.model_copy(update={"sampling": sampling})})
-    policy = loaded.policy
-    check_design(loaded)
-    tasks = build_tasks(loaded)  # bad task specs fail before the (slow) model load
-    sharding = distributed.from_environment()
-    searching = not isinstance(policy.perturbation.sigma, float)
-    if searching and sharding is not None:
-        raise PolicyError(
-            f"{loaded.path or '<policy>'}: field 'perturbation.sigma': a sigma grid or auto search runs in one "
-            "process (sharded runs take a single sigma)"
-        )
-    if out_dir is not None and (sharding is None or sharding.is_main):
-        DrawLog.check_free(out_dir)  # another run on this folder: fail before the model load
-    device = sharding.device(policy.device) if sharding is not None else policy.device
-    gpus = sharding.gpus() if sharding is not None else None
-    if sharding is not None and not sharding.is_main:  # a worker: no identity (file hashes), no files written
-        weights, tokenizer, _, _ = load_weights(
-            model or policy.model, policy.dtype, device, loaded.base_dir, device_map, gpus
-        )
-        plan = plan_from_policy(policy, [t.name for t in tasks])
-        perturber = make_perturber(weights, policy)
-        compute = functools.partial(compute_draw, weights, tokenizer, tasks, perturber, plan, DrawTimer())
-        distributed.serve_draws(sharding, compute)
-        distributed.shutdown()
-        return None
-    lm = load_model(model or policy.model, policy.dtype, device, loaded.base_dir, device_map=device_map, gpus=gpus)
-    started = dt.datetime.now(dt.timezone.utc)
-    if out_dir is None and resume:
-        out_dir = find_resumable(reports, loaded.sha256)
-        if out_dir is None:
-            raise AuditorError(f"{reports}: no earlier run of this policy to resume (pass --out RUN_DIR)")
-    run_dir = out_dir or reports / f"{started.strftime('%Y%m%d-%H%M%S')}-{lm.identity.name}"
-    if on_start is not None and not searching:
-        on_start(policy.sampling.max_draws or policy.sampling.draws, [t.name for t in tasks])
-
-    samples: list[SampleResult] = []  # every audit of a sigma search (one otherwise): the run's totals
-
-    def audit_at(at: LoadedPolicy, here: Path) -> tuple[Certificate, SampleResult]:
-        if searching:
-            log.info("sigma %g (seed %d): %s", at.policy.perturbation.fixed_sigma, at.policy.seed, here)
-            if on_start is not None:
-                on_start(at.policy.sampling.max_draws or at.policy.sampling.draws, [t.name for t in tasks])
-        cert, sample = run_audit(
-            lm.model,
-            lm.tokenizer,
-            tasks,
-            at,
-            lm.identity,
-            here / "draws.jsonl",
-            resume=resume,
-            run_id=here.relative_to(run_dir.parent).as_posix(),
-            on_draw=on_draw,
-            source=distributed.ShardedDraws(sharding) if sharding is not None else None,
-        )
-        samples.append(sample)
-        return cert, sample
-
-    try:
-        if policy.perturbation.grid is not None:
-            cert, _ = sigma_search.run_grid(tasks, loaded, run_dir, audit_at)
-        elif policy.perturbation.auto is not None:
-            cert, _ = sigma_search.run_auto(tasks, loaded, run_dir, audit_at)
-        else:
-            cert, _ = audit_at(loaded, run_dir)
-    except KeyboardInterrupt as exc:
-        raise RunInterrupted(run_dir) from exc  # the CLI prints the exact command to resume it
-    files = publish_certificate(cert, run_dir, key)
-    if sharding is not None:
-        distributed.shutdown()
-    return AuditRun(
-        certificate=cert,
-        files=files,
-        seconds_total=time.perf_counter() - t0,
-        seconds_noise=sum(s.seconds_noise for s in samples),
-        seconds_eval=sum(s.seconds_eval for s in samples),
-        draws_used=sum(s.draws_used for s in samples),
-        resumed_draws=sum(s.resumed_draws for s in samples),
-    )
-
-
-def publish_certificate(cert: Certificate, run_dir: Path, key: Path | None) -> dict[str, Path]:
-    """Write the certificate JSON, HTML and PDF (and the signed envelope when a key is given)."""
-    from auditor.signing import publish
-
-    return publish(cert, run_dir, key)

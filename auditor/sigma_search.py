@@ -118,8 +118,7 @@ def grid_claims(alpha: float, alpha_task: float, m: int, simultaneous: bool) -> 
 def run_grid(tasks: Sequence[Any], loaded: Any, run_dir: Path, audit: StepAudit) -> tuple[Certificate, Any]:
     """Audit each grid sigma in order (sigma_1 in run_dir itself, the others in run_dir/sigma-<v>/), stop
     when every task has failed; the sigma_1 certificate with the search attached, and its sample."""
-    from auditor.audit import publish_certificate
-    from auditor.signing import sha256_path
+    from auditor.signing import publish, sha256_path
 
     policy = loaded.policy
     grid = policy.perturbation.grid
@@ -135,7 +134,7 @@ def run_grid(tasks: Sequence[Any], loaded: Any, run_dir: Path, audit: StepAudit)
         if sigma == grid[0]:
             first.update(cert=cert, sample=sample)
         else:
-            publish_certificate(cert, here, None)
+            publish(cert, here, None)  # unsigned: only the search's own certificate is signed
             digest = sha256_path(here / "certificate.json")
         out = {}
         for r in cert.tasks:

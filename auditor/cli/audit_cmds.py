@@ -200,9 +200,9 @@ def certify(
 
     from rich.console import Console
 
-    from auditor.audit import certify as run_certify
     from auditor.cli.progress import LineProgress, rich_bar
     from auditor.distributed import launched_rank
+    from auditor.job import certify as run_certify
     from auditor.policy import load_policy
     from auditor.signing import resolve_key
 

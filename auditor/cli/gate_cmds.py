@@ -84,7 +84,7 @@ def _recertify(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from auditor import audit
+    from auditor import job
     from auditor.cli.audit_cmds import _verdict_table
     from auditor.policy import parse_policy
 
@@ -123,7 +123,7 @@ def _recertify(
         if show:
             console.print(f"recertifying {result.candidate} under the certificate's policy (sequential) …")
         with progress:
-            run = audit.certify(
+            run = job.certify(
                 loaded, model=str(model_dir), out_dir=run_dir, sequential=True, on_start=on_start, on_draw=on_draw
             )
         assert run is not None, "recertification runs in a single process (not under torchrun)"
