@@ -366,3 +366,14 @@ def test_certify_runs_sigma_auto(tmp_path, tiny_model_dir, capsys):
     cert = read_certificate(out / "certificate.json")
     assert cert.perturbation.sigma == cert.sigma_search.chosen and cert.sampling.draws_used == 6
     assert len((out / "pilot" / "sigma-0.001" / "draws.jsonl").read_text().splitlines()) == 1 + 3
+
+
+def test_a_sigma_search_under_a_launcher_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    from auditor import distributed, job
+
+    monkeypatch.setattr(distributed, "from_environment", lambda: object())  # as if under torchrun
+    loaded = parse_policy(CLI_POLICY.format(model="no-such-model", sigma="[0.001, 0.01]"), origin="p.yaml")
+    (tmp_path / "scorer.py").write_text("def always(answer, example):\n    return 1\n")
+    loaded = loaded.model_copy(update={"path": tmp_path / "p.yaml"})
+    with pytest.raises(PolicyError, match="field 'perturbation.sigma': a sigma grid or auto search runs in one"):
+        job.certify(loaded, out_dir=tmp_path / "run")
