@@ -48,8 +48,10 @@ StepAudit = Callable[[Any, Path], tuple[Certificate, Any]]
 
 
 def step_dir(sigma: float) -> str:
-    """A later grid sigma's run folder, relative to the grid's certificate (sigma_1 is its own run)."""
-    return f"sigma-{sigma:g}"
+    """A later grid sigma's run folder, relative to the grid's certificate (sigma_1 is its own run).
+
+    repr, not a rounded format: two grid sigmas never share a folder."""
+    return f"sigma-{sigma!r}"
 
 
 def certify_grid(
@@ -219,9 +221,9 @@ def run_auto(tasks: Sequence[Any], loaded: Any, run_dir: Path, audit: StepAudit)
     sampling = policy.sampling.model_copy(update={"draws": auto.pilot_draws, "max_draws": None})
     judge_nothing = [t.model_copy(update={"require": Requirement()}) for t in policy.tasks]  # the pilot only measures
     pilot = []
-    for sigma in auto.sigmas():
+    for k, sigma in enumerate(auto.sigmas()):
         at = loaded.at_sigma(sigma, seed=seed, sampling=sampling, tasks=judge_nothing)
-        cert, sample = audit(at, run_dir / "pilot" / f"sigma-{sigma:.4g}")
+        cert, sample = audit(at, run_dir / "pilot" / f"{k:02d}-sigma-{sigma:.4g}")
         predicted = {r.name: predicted_lower(sample.per_task[r.name].units, alpha_t, n) for r in cert.tasks}
         radius = min(float(bounds.certified_radius(p, policy.gate.target, sigma)) for p in predicted.values())
         p_hat = {r.name: r.p_hat for r in cert.tasks}

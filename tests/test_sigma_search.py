@@ -282,8 +282,8 @@ def test_auto_pilots_on_its_own_seed_and_certifies_the_choice_with_fresh_draws(t
     assert search.mode == "auto" and search.pilot_seed != cert.seed and search.pilot_draws == 6
     assert cert.perturbation.sigma == search.chosen == sigma_search.choose_sigma(search.pilot)
     assert cert.sampling.draws_used == 24  # the policy's own draws, none of the pilot's
-    assert sorted(p.name for p in (tmp_path / "pilot").iterdir()) == ["sigma-0.01", "sigma-0.04472", "sigma-0.2"]
-    pilot_log = (tmp_path / "pilot" / "sigma-0.01" / "draws.jsonl").read_text().splitlines()
+    assert sorted(p.name for p in (tmp_path / "pilot").iterdir()) == ["00-sigma-0.01", "01-sigma-0.04472", "02-sigma-0.2"]
+    pilot_log = (tmp_path / "pilot" / "00-sigma-0.01" / "draws.jsonl").read_text().splitlines()
     assert len(pilot_log) == 1 + 6
     check_derived(cert, tmp_path / "certificate.json")
     other = next(c.sigma for c in search.pilot if c.sigma != search.chosen)
@@ -365,7 +365,7 @@ def test_certify_runs_sigma_auto(tmp_path, tiny_model_dir, capsys):
     assert summary["sigma_search"]["mode"] == "auto" and summary["sigma"] == summary["sigma_search"]["chosen"]
     cert = read_certificate(out / "certificate.json")
     assert cert.perturbation.sigma == cert.sigma_search.chosen and cert.sampling.draws_used == 6
-    assert len((out / "pilot" / "sigma-0.001" / "draws.jsonl").read_text().splitlines()) == 1 + 3
+    assert len((out / "pilot" / "00-sigma-0.001" / "draws.jsonl").read_text().splitlines()) == 1 + 3
 
 
 def test_a_sigma_search_under_a_launcher_is_refused_before_the_model_loads(tmp_path, monkeypatch):
