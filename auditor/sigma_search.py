@@ -23,7 +23,6 @@ certificate's bounds hold exactly as for a sigma fixed in advance. Pilot draws n
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -185,15 +184,29 @@ def pilot_seed(seed: int) -> int:
     return derive_seed(seed, "sigma-pilot")
 
 
-def predicted_lower(units: Sequence[float], alpha: float, n: int) -> float:
-    """What a fixed-n audit of n draws would certify if the pilot's mean and variance were the truth.
+def predicted_lower(units: Sequence[float], policy: Any, task: str, n_tasks: int, resamples: int = 25) -> float:
+    """What the certifying audit would bound if its draws looked like the pilot's: the median, over
+    bootstrap resamples of n pilot units, of the policy's own bound (fixed-n or sequential, at alpha_task).
 
-    A heuristic for the choice only (an empirical-Bernstein-shaped slack); it carries no guarantee
-    and needs none: the certificate's bound never sees the pilot draws.
+    A prediction for the choice only; it carries no guarantee and needs none: the certificate's bound
+    never sees the pilot draws. Deterministic: the resamples are seeded by (seed, task).
     """
+    s = policy.sampling
+    n = s.max_draws or s.draws
     x = np.asarray(units, dtype=float)
-    log = math.log(1 / alpha)
-    return float(np.clip(x.mean() - math.sqrt(2 * x.var() * log / n) - 7 * log / (3 * n), 0.0, 1.0))
+    rng = np.random.default_rng(derive_seed(policy.seed, f"sigma-predict/{task}"))
+    lows = [
+        verdicts.task_interval(
+            rng.choice(x, size=n, replace=True),
+            bound=s.bound,
+            sequential=s.max_draws is not None,
+            alpha=stats.bonferroni(policy.alpha, n_tasks),
+            seed=policy.seed,
+            task=task,
+        )[1]
+        for _ in range(resamples)
+    ]
+    return float(np.median(lows))
 
 
 def auto_claims(pilot_draws: int, pilot_seed: int, seed: int, chosen: float, alpha: float) -> list[str]:
@@ -216,15 +229,14 @@ def run_auto(tasks: Sequence[Any], loaded: Any, run_dir: Path, audit: StepAudit)
     policy = loaded.policy
     auto = policy.perturbation.auto
     seed = pilot_seed(policy.seed)
-    n = policy.sampling.max_draws or policy.sampling.draws
-    alpha_t = stats.bonferroni(policy.alpha, len(tasks))
     sampling = policy.sampling.model_copy(update={"draws": auto.pilot_draws, "max_draws": None})
     judge_nothing = [t.model_copy(update={"require": Requirement()}) for t in policy.tasks]  # the pilot only measures
     pilot = []
     for k, sigma in enumerate(auto.sigmas()):
         at = loaded.at_sigma(sigma, seed=seed, sampling=sampling, tasks=judge_nothing)
         cert, sample = audit(at, run_dir / "pilot" / f"{k:02d}-sigma-{sigma:.4g}")
-        predicted = {r.name: predicted_lower(sample.per_task[r.name].units, alpha_t, n) for r in cert.tasks}
+        units = {r.name: sample.per_task[r.name].units for r in cert.tasks}
+        predicted = {name: predicted_lower(u, policy, name, len(tasks)) for name, u in units.items()}
         radius = min(float(bounds.certified_radius(p, policy.gate.target, sigma)) for p in predicted.values())
         p_hat = {r.name: r.p_hat for r in cert.tasks}
         pilot.append(SigmaPilot(sigma=sigma, p_hat=p_hat, predicted_p_lower=predicted, min_radius=radius))

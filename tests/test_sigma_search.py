@@ -81,10 +81,16 @@ def test_choose_sigma_maximises_the_smallest_radius_and_prefers_smaller_on_ties(
     assert sigma_search.choose_sigma([cand(0.001, 0.002), cand(0.002, 0.003), cand(0.004, 0.0)]) == 0.002
     assert sigma_search.choose_sigma([cand(0.001, 0.0), cand(0.002, 0.0)]) == 0.001
     assert sigma_search.pilot_seed(4) != 4
-    # the predicted bound grows with the certifying draws and never leaves [0, 1]
-    units = [1, 1, 0, 1, 1, 1, 0, 1]
-    lows = [sigma_search.predicted_lower(units, 0.01, n) for n in (10, 100, 10_000)]
-    assert 0.0 <= lows[0] < lows[1] < lows[2] < 0.75
+    # the prediction is the policy's own bound on resampled pilot draws: it tightens with the certifying draws,
+    # stays below the pilot mean, and is the same every time
+    units = [1, 1, 0.5, 1, 0.75, 1, 0.5, 1]
+    lows = []
+    for draws in (10, 100, 1000):
+        policy = _loaded("0.01").policy
+        policy = policy.model_copy(update={"sampling": policy.sampling.model_copy(update={"draws": draws})})
+        lows.append(sigma_search.predicted_lower(units, policy, "t", n_tasks=1))
+    assert 0.0 <= lows[0] < lows[1] < lows[2] < float(np.mean(units))
+    assert sigma_search.predicted_lower(units, policy, "t", n_tasks=1) == lows[2]
 
 
 # --------------------------------------------------------------------------- the policy
@@ -282,7 +288,11 @@ def test_auto_pilots_on_its_own_seed_and_certifies_the_choice_with_fresh_draws(t
     assert search.mode == "auto" and search.pilot_seed != cert.seed and search.pilot_draws == 6
     assert cert.perturbation.sigma == search.chosen == sigma_search.choose_sigma(search.pilot)
     assert cert.sampling.draws_used == 24  # the policy's own draws, none of the pilot's
-    assert sorted(p.name for p in (tmp_path / "pilot").iterdir()) == ["00-sigma-0.01", "01-sigma-0.04472", "02-sigma-0.2"]
+    assert sorted(p.name for p in (tmp_path / "pilot").iterdir()) == [
+        "00-sigma-0.01",
+        "01-sigma-0.04472",
+        "02-sigma-0.2",
+    ]
     pilot_log = (tmp_path / "pilot" / "00-sigma-0.01" / "draws.jsonl").read_text().splitlines()
     assert len(pilot_log) == 1 + 6
     check_derived(cert, tmp_path / "certificate.json")
