@@ -107,9 +107,10 @@ def grid_claims(alpha: float, alpha_task: float, m: int, simultaneous: bool) -> 
             f"Simultaneous over the grid (Bonferroni, alpha_task / {m} per sigma): every step's p_lower_bonferroni "
             "and radius_bonferroni hold together, error <= alpha."
         )
+    gate = "the simultaneous family (each task's best grid sigma)" if simultaneous else "sigma_1's own bounds"
     out += [
         "Each family above holds with probability >= 1 - alpha on its own; relying on two at once holds with "
-        ">= 1 - 2 alpha (union bound). The gate uses this certificate's own tasks (sigma_1).",
+        f">= 1 - 2 alpha (union bound). The gate uses one family, fixed before any draw: {gate}.",
         "A later step's certificate (sigma-*/) read alone is not a certificate of sigma*: that sigma was reached "
         "by looking at the data. The gate refuses it.",
     ]

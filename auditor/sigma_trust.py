@@ -95,6 +95,9 @@ def _check_edge(at: str, e: SigmaEdge, t: TaskResult, grid: list[float], refuse:
             refuse(f"{here}.threshold", st.threshold, need)
         if st.certified != (st.p_lower >= st.threshold):
             refuse(f"{here}.certified", st.certified, st.p_lower >= st.threshold)
+        if st.p_lower_bonferroni is not None and st.p_lower_bonferroni > st.p_lower + 1e-12:
+            # the same draws bounded at alpha_task / m can never give more than at alpha_task
+            refuse(f"{here}.p_lower_bonferroni", st.p_lower_bonferroni, f"<= p_lower {st.p_lower}")
         if st.p_lower_bonferroni is not None and not _close(
             st.radius_bonferroni, float(bounds.certified_radius(st.p_lower_bonferroni, t.target, st.sigma))
         ):

@@ -255,6 +255,17 @@ def test_the_gate_refuses_a_forged_search_and_a_step_presented_alone(grid_run):
         cert.model_copy(
             update={"sigma_search": cert.sigma_search.model_copy(update={"claims": ["every radius holds at alpha"]})}
         ),
+        # a Bonferroni bound above the step's own bound (its radius made to match): the same draws can't give it
+        _forge(
+            cert,
+            steps=[
+                *edge.steps[:1],
+                edge.steps[1].model_copy(
+                    update={"p_lower_bonferroni": 0.99, "radius_bonferroni": 0.05 * float(norm.ppf(0.99))}
+                ),
+                *edge.steps[2:],
+            ],
+        ),
     ]
     for bad in forged:
         with pytest.raises(Untrusted, match="sigma_search"):
@@ -279,6 +290,25 @@ def test_the_gate_refuses_a_forged_search_and_a_step_presented_alone(grid_run):
     check_derived(single.model_copy(update={"sigma_search": None}), where)  # without the graft: a valid certificate
     with pytest.raises(Untrusted, match="field 'sigma_search'"):
         check_derived(single, where)
+
+
+def test_the_gate_uses_the_grids_simultaneous_family_and_names_the_sigma(grid_run):
+    from auditor.gate import judge, task_claims
+    from auditor.tensor_stream import DeltaStats
+
+    cert, _ = grid_run
+    (edge,) = cert.sigma_search.edges
+    assert task_claims(cert)["t"] == [(s.p_lower_bonferroni, s.sigma) for s in edge.steps]
+    best = max(edge.steps, key=lambda s: s.radius_bonferroni)
+    own = cert.tasks[0].radius
+    assert best.sigma > cert.perturbation.sigma and best.radius_bonferroni > own  # a larger sigma certifies further
+    delta = DeltaStats(squared={"model.norm.weight": ((own + best.radius_bonferroni) / 2) ** 2})
+    (row,), verdict, reasons, _ = judge(cert, delta, [])
+    assert verdict == "pass" and row.sigma == best.sigma and f"at sigma {best.sigma:g}" in reasons[0]
+    assert row.radius == pytest.approx(best.radius_bonferroni)
+    # without the search, only sigma_1's own bound: the same change is not certified
+    (row,), verdict, _, _ = judge(cert.model_copy(update={"sigma_search": None}), delta, [])
+    assert verdict == "not certified" and row.sigma == cert.perturbation.sigma and row.radius == pytest.approx(own)
 
 
 def test_auto_pilots_on_its_own_seed_and_certifies_the_choice_with_fresh_draws(tmp_path):
@@ -309,7 +339,7 @@ model: {model}
 seed: 4
 alpha: 0.05
 perturbation: {{sigma: {sigma}}}
-sampling: {{draws: 6, bound: betting}}
+sampling: {{draws: 16, bound: betting}}
 tasks:
   - name: always
     source: builtin:arithmetic
@@ -356,7 +386,7 @@ def test_certify_runs_a_grid_policy_signs_its_certificate_and_resumes(tmp_path, 
     assert "this is one step (or pilot) of that search" in capsys.readouterr().err
     # resumed: every step's log is complete, so nothing is drawn again and the search is the same
     assert main([*args, "--resume"]) == 0
-    assert "12 draws (12 resumed)" in capsys.readouterr().out  # two sigmas of 6 draws, all from the logs
+    assert "32 draws (32 resumed)" in capsys.readouterr().out  # two sigmas of 16 draws, all from the logs
     again = read_certificate(out / "certificate.json").sigma_search
     # the same numbers (a republished step has new timestamps, hence a new digest)
     steps = [[(s.sigma, s.p_lower, s.certified) for s in e.edges[0].steps] for e in (again, cert.sigma_search)]
@@ -374,7 +404,7 @@ def test_certify_runs_sigma_auto(tmp_path, tiny_model_dir, capsys):
     summary = json.loads(captured.out)
     assert summary["sigma_search"]["mode"] == "auto" and summary["sigma"] == summary["sigma_search"]["chosen"]
     cert = read_certificate(out / "certificate.json")
-    assert cert.perturbation.sigma == cert.sigma_search.chosen and cert.sampling.draws_used == 6
+    assert cert.perturbation.sigma == cert.sigma_search.chosen and cert.sampling.draws_used == 16
     assert len((out / "pilot" / "00-sigma-0.001" / "draws.jsonl").read_text().splitlines()) == 1 + 3
 
 

@@ -84,16 +84,27 @@ def print_summary(result: Any, console: Any) -> None:
         f"not a radius; d = {p.dimension:,})",
     )
     tasks = Table(title_justify="left", box=None, pad_edge=False)
-    for col in ("task", "p_lower", "target q", "R(q)", "R/sigma", "bound at ||Delta||", ""):
+    grid = result.cert.sigma_search is not None  # each task's row names the sigma of its claim
+    for col in (
+        "task",
+        *(["sigma"] if grid else []),
+        "p_lower",
+        "target q",
+        "R(q)",
+        "R/sigma",
+        "bound at ||Delta||",
+        "",
+    ):
         tasks.add_column(col, justify="left" if col == "task" else "right")
     for t in result.tasks:
         mark = "[green]certified[/]" if t.certified else "[yellow]not certified[/]"
         tasks.add_row(
             t.name,
+            *([f"{t.sigma:g}"] if grid else []),
             f"{t.p_lower:.4f}",
             f"{t.target:g}",
             _fmt(t.radius),
-            f"{t.radius / p.radius_unit:.3f}",
+            f"{t.radius / t.sigma:.3f}",
             f"{t.bound:.4f}",
             mark,
         )
@@ -146,7 +157,8 @@ def candidate_entry(
                 "p_lower": t.p_lower,
                 "target": t.target,
                 "radius": t.radius,
-                "radius_over_sigma": t.radius / sigma,
+                "radius_over_sigma": t.radius / t.sigma,
+                "sigma": t.sigma,
                 "bound": t.bound,
                 "certified": t.certified,
             }
