@@ -59,8 +59,9 @@ class SigmaAuto(_Strict):
         return self
 
     def sigmas(self) -> list[float]:
-        """The candidates: `candidates` sigmas spaced geometrically over [lo, hi] (radii scale with sigma)."""
-        return [float(v) for v in np.geomspace(self.auto[0], self.auto[1], self.candidates)]
+        """The candidates: `candidates` sigmas spaced geometrically over [lo, hi] (radii scale with sigma),
+        rounded to 12 significant digits so that 0.008 is not 0.008000000000000004."""
+        return [float(f"{v:.12g}") for v in np.geomspace(self.auto[0], self.auto[1], self.candidates)]
 
 
 class PerturbationSpec(_Strict):
