@@ -13,6 +13,7 @@ import binascii
 import copy
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,16 +226,16 @@ def check_attested(cert: Certificate, policy_dir: Path) -> list[str]:
 DRAW_LOG = "draws.jsonl"
 
 
-def check_draw_log(path: Path, cert: Certificate) -> str:
-    """The draw log next to the certificate gives exactly its per-task numbers (recomputed here)."""
-    import math
+def _log_units(path: Path, cert: Certificate) -> tuple[dict[str, Any], dict[str, int], int]:
+    """The draw log's units per task (what the bounds saw), evaluations per task, and its number of draws.
 
+    Invalid unless the log was made for this certificate (policy, model, parameters) with its draw count.
+    """
     import numpy as np
 
     from auditor.drawlog import read_draws
     from auditor.errors import AuditorError as LogError
     from auditor.sample import SamplingPlan, draw_unit
-    from auditor.verdicts import task_interval
 
     try:
         header, records = read_draws(path)
@@ -252,26 +253,37 @@ def check_draw_log(path: Path, cert: Certificate) -> str:
     plan = SamplingPlan(s.design, s.draws_used, cert.seed, s.batch_size, randomised_rounding=s.randomised_rounding)
     if len(records) != s.draws_used:
         raise Invalid(f"{path.name}: {len(records)} draws, the certificate used {s.draws_used}")
-
-    def close(a: float, b: float) -> bool:
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-
+    units, evaluations = {}, {}
     for t in cert.tasks:
         try:
             rows = [r["results"][t.name] for r in records]
             x = np.array([float(r["value"]) for r in rows])
-            evaluations = sum(int(r["evaluations"]) for r in rows)
+            evaluations[t.name] = sum(int(r["evaluations"]) for r in rows)
         except (KeyError, TypeError, ValueError) as exc:
             raise Invalid(f"{path.name}: a draw lacks task {t.name}'s value ({exc})") from exc
-        units = np.array([draw_unit(v, plan, t.name, int(r["draw"])) for v, r in zip(x, records, strict=True)])
+        units[t.name] = np.array([draw_unit(v, plan, t.name, int(r["draw"])) for v, r in zip(x, records, strict=True)])
+    return units, evaluations, len(records)
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def check_draw_log(path: Path, cert: Certificate) -> str:
+    """The draw log next to the certificate gives exactly its per-task numbers (recomputed here)."""
+    from auditor.verdicts import task_interval
+
+    units, evaluations, n = _log_units(path, cert)
+    s = cert.sampling
+    for t in cert.tasks:
         p_hat, lo, hi = task_interval(
-            units, bound=s.bound, sequential=s.sequential, alpha=s.alpha_per_task, seed=cert.seed, task=t.name
+            units[t.name], bound=s.bound, sequential=s.sequential, alpha=s.alpha_per_task, seed=cert.seed, task=t.name
         )
-        got = {"p_hat": p_hat, "p_lower": lo, "p_upper": hi, "evaluations": evaluations}
+        got = {"p_hat": p_hat, "p_lower": lo, "p_upper": hi, "evaluations": evaluations[t.name]}
         for key, value in got.items():
-            if not close(float(getattr(t, key)), value):
+            if not _close(float(getattr(t, key)), value):
                 raise Invalid(f"task {t.name}: {key} {getattr(t, key)!r} is not what {path.name} gives ({value!r})")
-    return f"{path.name}: {len(records)} draws give the certificate's p_hat, p_lower, p_upper per task"
+    return f"{path.name}: {n} draws give the certificate's p_hat, p_lower, p_upper per task"
 
 
 def check_model(model_dir: Path, cert: Certificate) -> str:
@@ -306,18 +318,49 @@ def check_model(model_dir: Path, cert: Certificate) -> str:
 
 
 def check_grid_steps(run_dir: Path, cert: Certificate) -> str:
-    """Each later grid sigma's certificate is on disk with the digest the signed search records."""
-    assert cert.sigma_search is not None
-    steps = {s.run: s.certificate_sha256 for e in cert.sigma_search.edges for s in e.steps if s.certificate_sha256}
-    absent = []
+    """Each later grid sigma's certificate is on disk with the digest the signed search records, and every
+    step's draw log (when present) gives the search's p_lower and Bonferroni p_lower (recomputed here)."""
+    from auditor.certificate import read_certificate
+    from auditor.verdicts import task_interval
+
+    search = cert.sigma_search
+    assert search is not None
+    steps = {s.run: s.certificate_sha256 for e in search.edges for s in e.steps}
+    absent, recomputed = [], 0
     for run, digest in sorted(steps.items()):
         path = run_dir / run / CERT_JSON
-        if not path.is_file():
+        if run != "." and not path.is_file():
             absent.append(run)
-        elif sha256_path(path) != digest:
+            continue
+        if digest is not None and sha256_path(path) != digest:
             raise Invalid(f"{run}/{CERT_JSON}: sha256 differs from the digest the signed sigma search records")
+        step_cert = cert if run == "." else read_certificate(path)
+        log = run_dir / run / DRAW_LOG
+        if not log.exists():
+            continue
+        units, _, _ = _log_units(log, step_cert)
+        s, m = step_cert.sampling, len(search.sigmas)
+        for e in search.edges:
+            st = next((x for x in e.steps if x.run == run), None)
+            if st is None:
+                continue
+            for key, alpha in (("p_lower", s.alpha_per_task), ("p_lower_bonferroni", s.alpha_per_task / m)):
+                stated = getattr(st, key)
+                if stated is None or (key == "p_lower_bonferroni" and s.sequential):
+                    continue
+                got = task_interval(
+                    units[e.task], bound=s.bound, sequential=s.sequential, alpha=alpha, seed=cert.seed, task=e.task
+                )[1]
+                if not _close(stated, got):
+                    raise Invalid(
+                        f"sigma grid {run}: {e.task} {key} {stated!r} is not what its draw log gives ({got!r})"
+                    )
+        recomputed += 1
     gone = f"; not present (not checked): {', '.join(absent)}" if absent else ""
-    return f"sigma grid: {len(steps) - len(absent)} step certificate(s) match their signed digests{gone}"
+    return (
+        f"sigma grid: {len(steps) - 1 - len(absent)} step certificate(s) match their signed digests; "
+        f"{recomputed} step draw log(s) give the search's p_lower and Bonferroni p_lower{gone}"
+    )
 
 
 def verify(

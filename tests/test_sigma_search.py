@@ -372,7 +372,18 @@ def test_certify_runs_a_grid_policy_signs_its_certificate_and_resumes(tmp_path, 
     assert (out / "certificate.pdf").is_file() and (out / "sigma-0.01" / "certificate.json").is_file()
     assert not (out / "sigma-0.01" / "certificate.dsse.json").exists()  # only the search's certificate is signed
     assert main(["verify", str(out), "--key", str(keys["public_key"])]) == 0
-    assert "sigma grid: 1 step certificate(s) match their signed digests" in capsys.readouterr().out
+    assert "sigma grid: 1 step certificate(s) match their signed digests; 2 step draw log(s) give" in (
+        capsys.readouterr().out
+    )
+    # a step's log that does not give the signed search's numbers: one draw's outcome flipped
+    log = out / "sigma-0.01" / "draws.jsonl"
+    kept_log = log.read_text()
+    lines = kept_log.splitlines(keepends=True)
+    lines[1] = lines[1].replace('"value": 1.0', '"value": 0.0')
+    log.write_text("".join(lines))
+    assert main(["verify", str(out), "--key", str(keys["public_key"])]) == 1
+    assert "sigma grid sigma-0.01: always p_lower" in capsys.readouterr().err
+    log.write_text(kept_log)
     step = out / "sigma-0.01" / "certificate.json"
     kept = step.read_bytes()
     step.write_bytes(kept.replace(b'"p_hat":1.0', b'"p_hat":0.9'))  # a step edited after signing
