@@ -116,12 +116,14 @@ def _search_summary(search: Any) -> str:
     if search.mode == "auto":
         pilot = ", ".join(f"σ={c.sigma:.4g}: R≈{c.min_radius:.3g}" for c in search.pilot)
         return f"σ chosen by the pilot ({search.pilot_draws} draws each, own seed): {search.chosen:.4g}  [{pilot}]"
-    lines = ["certified basin edge (fixed-sequence over the σ grid):"]
+    lines = ["certified basin edge (fixed-sequence over the σ grid; ✗ = below the task's threshold):"]
     for e in search.edges:
         curve = ", ".join(f"{s.sigma:g}: {s.p_lower:.3f}{'' if s.certified else ' ✗'}" for s in e.steps)
         star = "none (the first σ failed)" if e.sigma_star is None else f"{e.sigma_star:g}"
+        if e.stopped_at is None and e.sigma_star is not None:
+            star += " (the whole grid)"
         radius = "" if e.radius_at_star is None else f", radius at σ* {e.radius_at_star:.3g}"
-        lines.append(f"  {e.task}: σ* = {star}{radius}  [p_lower by σ: {curve}]")
+        lines.append(f"  {e.task}: σ* = {star}{radius}; p_lower by σ: {curve}")  # no [..]: rich markup
     return "\n".join(lines)
 
 
