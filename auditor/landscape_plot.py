@@ -112,6 +112,9 @@ def _sigma_figure(edges: Any) -> Any:
         if e.sigma_star is not None:
             ax.axvline(e.sigma_star, color=colour, lw=0.8, ls="-.")
     ax.set_xscale("log")
+    sigmas = sorted({s.sigma for e in edges for s in e.steps})
+    ax.set_xticks(sigmas, [f"{s:g}" for s in sigmas])  # the grid itself, not powers of ten
+    ax.minorticks_off()
     ax.set_xlabel("σ   (dotted: each task's threshold; dash-dot: its σ*; dashed: Bonferroni p_lower)")
     ax.set_ylabel("p_lower")
     ax.set_ylim(-0.02, 1.02)

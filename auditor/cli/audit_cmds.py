@@ -115,7 +115,7 @@ def _search_summary(search: Any) -> str:
     """σ* per task (grid) or the pilot's choice (auto), one line each."""
     if search.mode == "auto":
         pilot = ", ".join(f"σ={c.sigma:.4g}: R≈{c.min_radius:.3g}" for c in search.pilot)
-        return f"σ chosen by the pilot ({search.pilot_draws} draws each, own seed): {search.chosen:.4g}  [{pilot}]"
+        return f"σ chosen by the pilot ({search.pilot_draws} draws each, own seed): {search.chosen:.4g}  ({pilot})"
     lines = ["certified basin edge (fixed-sequence over the σ grid; ✗ = below the task's threshold):"]
     for e in search.edges:
         curve = ", ".join(f"{s.sigma:g}: {s.p_lower:.3f}{'' if s.certified else ' ✗'}" for s in e.steps)
