@@ -428,3 +428,20 @@ def test_a_sigma_search_under_a_launcher_is_refused_before_the_model_loads(tmp_p
     loaded = loaded.model_copy(update={"path": tmp_path / "p.yaml"})
     with pytest.raises(PolicyError, match="field 'perturbation.sigma': a sigma grid or auto search runs in one"):
         job.certify(loaded, out_dir=tmp_path / "run")
+
+
+@pytest.mark.parametrize("run", ["sigma-grid", "sigma-auto"])
+def test_the_committed_basin_edge_reports_verify_and_are_trusted(run, capsys):
+    """The signed real-model searches in reports/landscape stay valid for this code: verify and the gate's checks."""
+    from auditor.certificate import read_certificate
+
+    root = Path(__file__).resolve().parents[1] / "reports"
+    folder = root / "landscape" / run
+    if not (folder / "certificate.intoto.jsonl").exists():
+        pytest.skip("report not present")
+    assert main(["verify", str(folder), "--key", str(root / "example" / "signing-key.pub")]) == 0
+    out = capsys.readouterr().out
+    assert "draws.jsonl: 90 draws give" in out
+    if run == "sigma-grid":
+        assert "3 step certificate(s) match their signed digests; 4 step draw log(s)" in out
+    check_derived(read_certificate(folder / "certificate.json"), folder / "certificate.json")
