@@ -229,6 +229,9 @@ class SigmaPilot(_Frozen):
         description="What the certifying draws would bound if the pilot's mean and variance were exact (a heuristic)."
     )
     min_radius: float = Field(description="Smallest predicted radius over tasks at the gate target: the choice score.")
+    reachable: bool = Field(
+        True, description="Whether the policy's draws could meet every requirement at this sigma (else never chosen)."
+    )
 
 
 class SigmaSearch(_Frozen):

@@ -220,8 +220,12 @@ def auto_claims(pilot_draws: int, pilot_seed: int, seed: int, chosen: float, alp
 
 
 def choose_sigma(pilot: Sequence[SigmaPilot]) -> float:
-    """The candidate whose smallest predicted radius over tasks is largest (ties: the smaller sigma)."""
-    return max(pilot, key=lambda c: (c.min_radius, -c.sigma)).sigma
+    """The reachable candidate whose smallest predicted radius over tasks is largest (ties: the smaller sigma).
+
+    Unreachable: no run of the policy's draws could meet a requirement there (a min_radius needs a
+    higher p_lower at a smaller sigma); the policy is refused up front when no candidate is reachable.
+    """
+    return max((c for c in pilot if c.reachable), key=lambda c: (c.min_radius, -c.sigma)).sigma
 
 
 def run_auto(tasks: Sequence[Any], loaded: Any, run_dir: Path, audit: StepAudit) -> tuple[Certificate, Any]:
@@ -240,7 +244,10 @@ def run_auto(tasks: Sequence[Any], loaded: Any, run_dir: Path, audit: StepAudit)
         predicted = {name: predicted_lower(u, policy, name, len(tasks)) for name, u in units.items()}
         radius = min(float(bounds.certified_radius(p, policy.gate.target, sigma)) for p in predicted.values())
         p_hat = {r.name: r.p_hat for r in cert.tasks}
-        pilot.append(SigmaPilot(sigma=sigma, p_hat=p_hat, predicted_p_lower=predicted, min_radius=radius))
+        reachable = not verdicts.unreachable_requirements(loaded.at_sigma(sigma).policy)
+        pilot.append(
+            SigmaPilot(sigma=sigma, p_hat=p_hat, predicted_p_lower=predicted, min_radius=radius, reachable=reachable)
+        )
     chosen = choose_sigma(pilot)
     cert, sample = audit(loaded.at_sigma(chosen), run_dir)
     search = SigmaSearch(

@@ -17,7 +17,8 @@ from scipy.stats import norm
 
 from auditor import bounds
 from auditor.certificate import Certificate, SigmaEdge, TaskResult
-from auditor.policy import SigmaAuto
+from auditor.errors import PolicyError
+from auditor.policy import SigmaAuto, parse_policy
 from auditor.sigma_search import (
     AUTO_PROCEDURE,
     GRID_PROCEDURE,
@@ -27,6 +28,7 @@ from auditor.sigma_search import (
     pilot_seed,
     step_dir,
 )
+from auditor.verdicts import unreachable_requirements
 
 Refuse = Callable[[str, object, object], NoReturn]
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -133,7 +135,16 @@ def _check_auto(cert: Certificate, auto: SigmaAuto, refuse: Refuse) -> None:
     if not _same([c.sigma for c in search.pilot], auto.sigmas()):
         refuse("sigma_search.pilot", [c.sigma for c in search.pilot], auto.sigmas())
     target = cert.tasks[0].target
+    try:
+        policy = parse_policy(cert.policy.text).policy
+    except PolicyError as exc:
+        refuse("policy.text", "unparseable", f"a valid policy ({exc})")
     for i, c in enumerate(search.pilot):
+        reachable = not unreachable_requirements(
+            policy.model_copy(update={"perturbation": policy.perturbation.at(c.sigma)})
+        )
+        if c.reachable != reachable:
+            refuse(f"sigma_search.pilot[{i}].reachable", c.reachable, reachable)
         if sorted(c.predicted_p_lower) != sorted(t.name for t in cert.tasks):
             refuse(f"sigma_search.pilot[{i}].predicted_p_lower", sorted(c.predicted_p_lower), "one per task")
         radius = min(float(bounds.certified_radius(p, target, c.sigma)) for p in c.predicted_p_lower.values())

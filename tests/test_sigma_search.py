@@ -80,6 +80,8 @@ def test_choose_sigma_maximises_the_smallest_radius_and_prefers_smaller_on_ties(
 
     assert sigma_search.choose_sigma([cand(0.001, 0.002), cand(0.002, 0.003), cand(0.004, 0.0)]) == 0.002
     assert sigma_search.choose_sigma([cand(0.001, 0.0), cand(0.002, 0.0)]) == 0.001
+    out_of_reach = cand(0.001, 0.009).model_copy(update={"reachable": False})  # its requirement can't be met
+    assert sigma_search.choose_sigma([out_of_reach, cand(0.002, 0.003)]) == 0.002
     assert sigma_search.pilot_seed(4) != 4
     # the prediction is the policy's own bound on resampled pilot draws: it tightens with the certifying draws,
     # stays below the pilot mean, and is the same every time
@@ -330,6 +332,21 @@ def test_auto_pilots_on_its_own_seed_and_certifies_the_choice_with_fresh_draws(t
     moved = cert.model_copy(update={"sigma_search": search.model_copy(update={"chosen": other})})
     with pytest.raises(Untrusted, match="sigma_search.chosen"):
         check_derived(moved, tmp_path / "certificate.json")
+    # every candidate is reachable here (min_p_lower 0.55 with 24 draws): a record saying otherwise is refused
+    pilot = [c.model_copy(update={"reachable": c.sigma == search.chosen}) for c in search.pilot]
+    hidden = cert.model_copy(update={"sigma_search": search.model_copy(update={"pilot": pilot})})
+    with pytest.raises(Untrusted, match=r"sigma_search.pilot\[\d\].reachable"):
+        check_derived(hidden, tmp_path / "certificate.json")
+
+
+def test_auto_never_chooses_a_sigma_whose_requirement_is_out_of_reach(tmp_path):
+    # min_radius 0.004 at q = 0.5 needs p_lower >= Phi(0.004 / sigma): 0.84 at sigma 0.004, 0.9999997 at 0.0008;
+    # 24 draws reach the former, never the latter
+    loaded = _loaded("{auto: [0.0008, 0.004], candidates: 2, pilot_draws: 4}", require="{min_radius: 0.004}")
+    cert, _ = _search(loaded, tmp_path)
+    assert [c.reachable for c in cert.sigma_search.pilot] == [False, True]
+    assert cert.perturbation.sigma == 0.004
+    check_derived(cert, tmp_path / "certificate.json")
 
 
 # --------------------------------------------------------------------------- through `auditor certify`
