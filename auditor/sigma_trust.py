@@ -150,6 +150,8 @@ def _check_auto(cert: Certificate, auto: SigmaAuto, refuse: Refuse) -> None:
         radius = min(float(bounds.certified_radius(p, target, c.sigma)) for p in c.predicted_p_lower.values())
         if not _close(c.min_radius, radius):
             refuse(f"sigma_search.pilot[{i}].min_radius", c.min_radius, radius)
+    if not any(c.reachable for c in search.pilot):  # such a policy is refused before any draw
+        refuse("sigma_search.pilot", "no reachable candidate", "at least one")
     chosen = choose_sigma(search.pilot)
     if not (_close(search.chosen, chosen) and _close(cert.perturbation.sigma, chosen)):
         refuse("sigma_search.chosen", (search.chosen, cert.perturbation.sigma), chosen)

@@ -337,6 +337,13 @@ def test_auto_pilots_on_its_own_seed_and_certifies_the_choice_with_fresh_draws(t
     hidden = cert.model_copy(update={"sigma_search": search.model_copy(update={"pilot": pilot})})
     with pytest.raises(Untrusted, match=r"sigma_search.pilot\[\d\].reachable"):
         check_derived(hidden, tmp_path / "certificate.json")
+    # a recorded policy no candidate of which is reachable could never have run: refused, not a crash
+    text = cert.policy.text.replace("{min_p_lower: 0.55}", "{min_radius: 10.0}")
+    record = cert.policy.model_copy(update={"text": text, "sha256": hashlib.sha256(text.encode()).hexdigest()})
+    pilot = [c.model_copy(update={"reachable": False}) for c in search.pilot]
+    dead = cert.model_copy(update={"policy": record, "sigma_search": search.model_copy(update={"pilot": pilot})})
+    with pytest.raises(Untrusted, match="no reachable candidate"):
+        check_derived(dead, tmp_path / "certificate.json")
 
 
 def test_auto_never_chooses_a_sigma_whose_requirement_is_out_of_reach(tmp_path):
