@@ -13,8 +13,6 @@ import re
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from scipy.stats import norm
-
 from auditor import bounds
 from auditor.certificate import Certificate, SigmaEdge, TaskResult
 from auditor.errors import PolicyError
@@ -28,7 +26,7 @@ from auditor.sigma_search import (
     pilot_seed,
     step_dir,
 )
-from auditor.verdicts import unreachable_requirements
+from auditor.verdicts import requirement_threshold, unreachable_requirements
 
 Refuse = Callable[[str, object, object], NoReturn]
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -66,13 +64,6 @@ def check_search(cert: Certificate, stated: Any, refuse: Refuse, not_a_search: C
         _check_auto(cert, auto, refuse)
 
 
-def _threshold(t: TaskResult, sigma: float) -> float | None:
-    needs = [] if t.min_p_lower is None else [t.min_p_lower]
-    if t.min_radius is not None:
-        needs.append(float(norm.cdf(norm.ppf(t.target) + t.min_radius / sigma)))
-    return max(needs) if needs else None
-
-
 def _check_grid(cert: Certificate, grid: list[float], refuse: Refuse) -> None:
     search = cert.sigma_search
     assert search is not None
@@ -92,7 +83,7 @@ def _check_edge(at: str, e: SigmaEdge, t: TaskResult, grid: list[float], refuse:
         refuse(f"{at}.steps", sigmas, grid)
     for j, st in enumerate(e.steps):
         here = f"{at}.steps[{j}]"
-        need = _threshold(t, st.sigma)
+        need = requirement_threshold(t.min_p_lower, t.min_radius, t.target, st.sigma)
         if need is None or not _close(st.threshold, need):
             refuse(f"{here}.threshold", st.threshold, need)
         if st.certified != (st.p_lower >= st.threshold):

@@ -38,15 +38,23 @@ MEASURED_REASON = "no requirement set: measured only (it cannot make the certifi
 def pass_threshold(policy: Policy, name: str) -> float | None:
     """The p_lower a task needs: its min_p_lower and, for min_radius, the p giving that radius at q."""
     spec = next(t for t in policy.tasks if t.name == name)
-    needs = []
-    if spec.require.min_p_lower is not None:
-        needs.append(spec.require.min_p_lower)
-    if spec.require.min_radius is not None:
+    pert = policy.perturbation
+    unit = 1.0 if pert.scale == "relative" or spec.require.min_radius is None else pert.fixed_sigma
+    return requirement_threshold(spec.require.min_p_lower, spec.require.min_radius, policy.gate.target, unit)
+
+
+def requirement_threshold(
+    min_p_lower: float | None, min_radius: float | None, target: float, unit: float
+) -> float | None:
+    """max(min_p_lower, Phi(Phi^-1(q) + min_radius / unit)): the p_lower meeting both (None: no requirement).
+
+    `unit` is the std radii are measured in: sigma, or 1 for relative noise (whitened radii).
+    """
+    needs = [] if min_p_lower is None else [min_p_lower]
+    if min_radius is not None:
         from scipy.stats import norm
 
-        pert = policy.perturbation
-        unit = pert.fixed_sigma if pert.scale == "absolute" else 1.0  # relative: min_radius is a whitened radius
-        needs.append(float(norm.cdf(norm.ppf(policy.gate.target) + spec.require.min_radius / unit)))
+        needs.append(float(norm.cdf(norm.ppf(target) + min_radius / unit)))
     return max(needs) if needs else None
 
 
