@@ -70,6 +70,8 @@ def certify(
     `device_map` ('auto', 'balanced', ...) spreads a model too large for one device over the GPUs.
     Under torchrun / accelerate launch the draws are sharded over the ranks (auditor.distributed):
     rank 0 returns the run, the other ranks compute their share of the draws and return None.
+    A policy whose sigma is a grid or auto runs its search (auditor.sigma_search) in one process; the
+    run's certificate is the search's, and its totals cover every audit of the search.
     """
     import functools
     import time
