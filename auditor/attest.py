@@ -7,21 +7,13 @@ recorded on the certificate with their sha256 and become subjects of the signed 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 
 from auditor.certificate import AttestedFile
 from auditor.policy import LoadedPolicy
 from auditor.policy_tasks import DataSource, PythonOracle
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+from auditor.signing import sha256_path
 
 
 def _scorer_file(scorer: str, base_dir: Path) -> tuple[str, Path] | None:
@@ -51,7 +43,9 @@ def policy_files(loaded: LoadedPolicy) -> list[AttestedFile]:
             found.append(("scorer", *hit))
         for role, name, path in found:
             if (role, name) not in seen and path.is_file():
-                seen[(role, name)] = AttestedFile(role=role, path=name, sha256=_sha256(path), size=path.stat().st_size)
+                seen[(role, name)] = AttestedFile(
+                    role=role, path=name, sha256=sha256_path(path), size=path.stat().st_size
+                )
     return sorted(seen.values(), key=lambda f: (f.role, f.path))
 
 

@@ -127,21 +127,27 @@ def check_signature(envelope: Any, key: Any) -> None:
         raise Invalid(f"signature does not verify with key {key.keyid[:16]}… ({exc})") from exc
 
 
-def parse_statement(payload: bytes) -> tuple[dict[str, Any], Certificate]:
-    """The signed statement and its predicate as a Certificate; Invalid on any mismatch of shape."""
+def load_statement(payload: bytes, predicate_type: str) -> dict[str, Any]:
+    """The signed in-toto statement with that predicate type and well-formed subjects; Invalid otherwise."""
     try:
         statement = json.loads(payload)
     except ValueError as exc:
         raise Invalid(f"signed payload is not JSON ({exc})") from exc
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise Invalid(f"signed payload is not an in-toto Statement ({STATEMENT_TYPE})")
-    if statement.get("predicateType") != PREDICATE_TYPE:
-        raise Invalid(f"predicateType is {statement.get('predicateType')!r}, expected {PREDICATE_TYPE!r}")
+    if statement.get("predicateType") != predicate_type:
+        raise Invalid(f"predicateType is {statement.get('predicateType')!r}, expected {predicate_type!r}")
     subjects = statement.get("subject")
     if not isinstance(subjects, list) or not all(
         isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("digest"), dict) for s in subjects
     ):
         raise Invalid("statement subjects are malformed")
+    return statement
+
+
+def parse_statement(payload: bytes) -> tuple[dict[str, Any], Certificate]:
+    """The signed statement and its predicate as a Certificate; Invalid on any mismatch of shape."""
+    statement = load_statement(payload, PREDICATE_TYPE)
     try:
         cert = Certificate.model_validate(statement.get("predicate"))
     except ValueError as exc:

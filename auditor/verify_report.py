@@ -19,6 +19,7 @@ from auditor.verify import (
     _read,
     check_certificate_file,
     check_signature,
+    load_statement,
     parse_envelope,
     subject_digests,
 )
@@ -52,14 +53,7 @@ def verify_gate_report(envelope_path: Path, report_path: Path, key: Any, candida
     try:
         envelope = parse_envelope(_read(envelope_path, "envelope"))
         check_signature(envelope, key)
-        try:
-            statement = json.loads(envelope.payload)
-        except ValueError as exc:
-            raise Invalid(f"signed payload is not JSON ({exc})") from exc
-        if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
-            raise Invalid(f"signed payload is not an in-toto Statement ({STATEMENT_TYPE})")
-        if statement.get("predicateType") != GATE_PREDICATE_TYPE:
-            raise Invalid(f"predicateType is {statement.get('predicateType')!r}, expected {GATE_PREDICATE_TYPE!r}")
+        statement = load_statement(envelope.payload, GATE_PREDICATE_TYPE)
         report = statement.get("predicate")
         if not isinstance(report, dict) or report.get("report") != "auditor-gate":
             raise Invalid("signed predicate is not a gate report")
