@@ -113,7 +113,7 @@ def capitals() -> dict[str, float]:
     """p_lower of each bound on the demo's 30 capitals draws; star-bets at u = 1 and at the audit's u."""
     rows = [json.loads(line) for line in (ROOT / "reports" / "example" / "draws.jsonl").read_text().splitlines()]
     x = np.array([r["results"]["capitals"]["value"] for r in rows if "draw" in r])
-    from auditor.perturb import derive_seed  # the audit's derivation of u (imports torch: only here)
+    from auditor.audit.perturb import derive_seed  # the audit's derivation of u (imports torch: only here)
 
     seed = 20261129  # policies/default.yaml
     u = stats.seeded_u(np.random.default_rng(derive_seed(seed, "capitals", "bound")))

@@ -61,8 +61,7 @@ def certificate(base: Path, names: list[str], dimension: int):
     """A minimal certificate over every tensor of `base` (sigma 0.01, p_lower 0.9, target 0.5)."""
     from scipy.stats import norm
 
-    from auditor import __version__
-    from auditor.certificate import (
+    from auditor.certificate.schema import (
         BoundCurve,
         Certificate,
         PerturbationRecord,
@@ -71,7 +70,8 @@ def certificate(base: Path, names: list[str], dimension: int):
         TaskResult,
         ToolRecord,
     )
-    from auditor.checkpoint import model_identity
+    from auditor.model.checkpoint import model_identity
+    from auditor.version import __version__
 
     sigma, p, q = 0.01, 0.9, 0.5
     radius = sigma * (norm.ppf(p) - norm.ppf(q))
@@ -205,9 +205,9 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="Write reports/gate_throughput.md.")
     args = ap.parse_args()
 
-    from auditor.gate import gate_checkpoint
-    from auditor.lora import lora_delta, read_adapter
-    from auditor.tensor_stream import _jobs, _stream, model_index, stream_delta
+    from auditor.gate.lora import lora_delta, read_adapter
+    from auditor.gate.radius import gate_checkpoint
+    from auditor.model.tensor_stream import _jobs, _stream, model_index, stream_delta
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         t0 = time.perf_counter()

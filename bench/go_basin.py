@@ -5,7 +5,7 @@ on two-digit addition with AdamW, SAM (around AdamW) and GO (around AdamW), the 
 steps; then each is fine-tuned with plain AdamW on subtraction (the shifted task). Per optimizer:
 
 - clean score S(theta) on held-out additions (exact match of the 3 answer tokens, greedy);
-- p_lower at a fixed sigma: `auditor.audit.certify_model` with a ScorerTask, batched design, betting bound;
+- p_lower at a fixed sigma: `auditor.certify_model` with a ScorerTask, batched design, betting bound;
 - the certified basin edge sigma*: the sigma grid certified in ascending order at level alpha, stopping
   at the first p_lower below the threshold (fixed-sequence testing: family-wise error <= alpha, no split);
 - landscape slices: S(theta + a * delta) for random delta ~ N(0, I) (unnormalised) over a range of a;
@@ -58,7 +58,7 @@ class Split:
 
 def make_split(op: str, n_test: int, seed: int) -> Split:
     """Held-out test problems drawn from (seed, op); the rest is the training pool."""
-    from auditor.perturb import derive_seed
+    from auditor.audit.perturb import derive_seed
 
     rows = np.array([encode(a, b, op) for a, b in problems(op)], dtype=np.int64)
     order = np.random.default_rng(derive_seed(seed, op, "split")).permutation(len(rows))
@@ -108,7 +108,7 @@ def correct(model: Any, rows: Any) -> np.ndarray:
 
 def scorer_task(name: str, rows: Any) -> Any:
     """A ScorerTask (one 0/1 per example) that scores a whole batch in one forward pass."""
-    from auditor.audit import ScorerTask
+    from auditor import ScorerTask
 
     class BatchedScorer(ScorerTask):
         def evaluate(self, model: Any, tokenizer: Any, indices: Sequence[int], batch_size: int) -> np.ndarray:
@@ -130,8 +130,8 @@ def train(
     """Train in place; returns CPU seconds (one thread). Batches depend on the seed alone: same for every optimizer."""
     import torch
 
+    from auditor.audit.perturb import derive_seed
     from auditor.optim import SAM, GaussianAugmented
-    from auditor.perturb import derive_seed
 
     model.train()
     base = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
@@ -173,7 +173,7 @@ def _backward(model: Any, rows: Any) -> Any:
 
 
 def certify(model: Any, task: Any, sigma: float, seed: int, args: argparse.Namespace) -> float:
-    from auditor.audit import certify_model
+    from auditor import certify_model
 
     cert = certify_model(
         model, [task], sigma=sigma, seed=seed, alpha=args.alpha, draws=args.draws, design="batched", bound="betting"
@@ -194,7 +194,7 @@ def basin_edge(model: Any, task: Any, grid: Sequence[float], seed: int, args: ar
 
 def slices(model: Any, rows: Any, scales: Sequence[float], seed: int, n_dirs: int) -> np.ndarray:
     """S(theta + a * delta_j), delta_j ~ N(0, I) fixed by (seed, j); rows: directions, columns: scales."""
-    from auditor.perturb import Perturber
+    from auditor.audit.perturb import Perturber
 
     out = np.zeros((n_dirs, len(scales)))
     for k, a in enumerate(scales):

@@ -37,9 +37,9 @@ def main() -> None:
 
     import torch
 
-    from auditor.checkpoint import load_model
-    from auditor.perturb import Perturber
-    from auditor.policy_tasks import TaskSpec
+    from auditor import load_model
+    from auditor.audit.perturb import Perturber
+    from auditor.policy.tasks import TaskSpec
     from auditor.tasks import build_task
     from auditor.tasks.base import Example
     from auditor.tasks.choice import ChoiceTask

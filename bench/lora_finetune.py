@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from auditor.checkpoint import load_model
+    from auditor import load_model
 
     torch.manual_seed(args.seed)
     lm = load_model(args.model, "float32", "cpu")

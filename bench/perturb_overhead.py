@@ -41,9 +41,8 @@ def main() -> None:
 
     import torch
 
-    from auditor.checkpoint import load_model
-    from auditor.policy import load_policy
-    from auditor.sample import draw_indices, make_perturber, plan_from_policy
+    from auditor import load_model, load_policy
+    from auditor.audit.sample import draw_indices, make_perturber, plan_from_policy
     from auditor.tasks import build_tasks
 
     torch.set_num_threads(args.threads)

@@ -49,7 +49,7 @@ def run(seed: int, lr: float, steps: int, rows: list[dict], rms: dict[str, float
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from auditor.checkpoint import load_model
+    from auditor import load_model
 
     torch.manual_seed(seed)
     lm = load_model(model_name, "float32", "cpu")
@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from scipy.stats import norm
 
-    from auditor.checkpoint import load_model
-    from auditor.perturb import select_parameters, tensor_rms
+    from auditor import load_model
+    from auditor.audit.perturb import select_parameters, tensor_rms
 
     t0 = time.perf_counter()
     torch.set_num_threads(1)

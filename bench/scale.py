@@ -1,6 +1,6 @@
 """Draws per second at 1 and 2 processes (torch.distributed, gloo on CPU / one GPU per rank on CUDA).
 
-Each layout runs the real `auditor.job.certify` under `python -m torch.distributed.run` on the
+Each layout runs the real `auditor.certify` under `python -m torch.distributed.run` on the
 same policy and seed. The rate is taken between the first and the last draw consumed by rank 0
 ((draws - first round) / elapsed), so model loading, the clean score and the certificate are
 excluded. The certificates of all layouts are compared: they must be identical (run-specific
@@ -30,8 +30,7 @@ def worker(policy: Path, out: Path, threads: int) -> None:
     """One rank of a layout: certify, and on rank 0 record when each draw was consumed."""
     import torch
 
-    from auditor.job import certify
-    from auditor.policy import load_policy
+    from auditor import certify, load_policy
 
     torch.set_num_threads(threads)
     stamps: list[float] = []

@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from auditor import bounds
-from auditor.certificate import (
+from auditor.certificate.schema import (
     BoundCurve,
     Certificate,
     FileDigest,
@@ -17,6 +16,7 @@ from auditor.certificate import (
     TaskResult,
     ToolRecord,
 )
+from auditor.stats import smoothing
 
 POLICY_TEXT = (
     "schema_version: 1\nseed: 1\nperturbation: {sigma: 0.004}\n"
@@ -52,8 +52,8 @@ def make_certificate(
             if f.is_file():
                 files.append(FileDigest(path=f.name, sha256=_sha(f.read_bytes()), size=f.stat().st_size))
     root = _sha("".join(f"{f.path}\0{f.sha256}\n" for f in files).encode())
-    radius = float(bounds.certified_radius(p_lower, target, unit))
-    curve = bounds.bound_curve(p_lower, unit, [unit * x for x in (0, 0.25, 0.5, 1, 1.5, 2)])
+    radius = float(smoothing.certified_radius(p_lower, target, unit))
+    curve = smoothing.bound_curve(p_lower, unit, [unit * x for x in (0, 0.25, 0.5, 1, 1.5, 2)])
     task = TaskResult(
         name="capitals",
         description={"source": "builtin:capitals", "oracle": "contains", "n_examples": 24},
@@ -68,7 +68,7 @@ def make_certificate(
         loss_under_noise=0.83 - 0.84,
         target=target,
         radius=radius,
-        radius_weak=float(bounds.weak_radius(p_lower, target, unit)),
+        radius_weak=float(smoothing.weak_radius(p_lower, target, unit)),
         radius_over_sigma=radius / unit,
         curve=BoundCurve(**curve),
         min_p_lower=0.6,
@@ -126,8 +126,8 @@ def make_certificate(
 
 def sign_certificate(cert: Certificate, run_dir: Path, keys_dir: Path) -> Path:
     """Write `cert` into `run_dir` with a signed envelope (keys made in `keys_dir` if absent); the public key."""
-    from auditor import signing
-    from auditor.certificate import write_certificate
+    from auditor.attest import signing
+    from auditor.certificate.schema import write_certificate
 
     if not (keys_dir / signing.PUBLIC_KEY).exists():
         signing.keygen(keys_dir)

@@ -5,7 +5,7 @@ import pytest
 from test_sample import _policy, _run
 
 from auditor import stats
-from auditor.perturb import derive_seed
+from auditor.audit.perturb import derive_seed
 
 
 def test_star_bets_audit_uses_the_seeded_u(tmp_path):

@@ -1,4 +1,4 @@
-"""Closed-form checks of the smoothing guarantees and the token-substitution norms in auditor.bounds."""
+"""Closed-form checks of the smoothing guarantees and the token-substitution norms in auditor.stats.smoothing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from auditor import bounds
+from auditor.stats import smoothing
 
 PS = [0.01, 0.3, 0.5, 0.62, 0.8, 0.97, 0.999999]
 SIGMAS = [1e-3, 0.004, 0.5, 3.0]
@@ -18,25 +18,25 @@ SIGMAS = [1e-3, 0.004, 0.5, 3.0]
 @pytest.mark.parametrize("sigma", SIGMAS)
 @pytest.mark.parametrize("p", PS)
 def test_strong_bound_at_zero_is_p(p: float, sigma: float) -> None:
-    assert bounds.strong_bound(p, 0.0, sigma) == pytest.approx(p, rel=1e-12)
-    assert bounds.weak_bound(p, 0.0, sigma) == p
-    assert bounds.certified_score(p, 0.0, sigma) == pytest.approx(p, rel=1e-12)
+    assert smoothing.strong_bound(p, 0.0, sigma) == pytest.approx(p, rel=1e-12)
+    assert smoothing.weak_bound(p, 0.0, sigma) == p
+    assert smoothing.certified_score(p, 0.0, sigma) == pytest.approx(p, rel=1e-12)
 
 
 @pytest.mark.parametrize("sigma", SIGMAS)
 @pytest.mark.parametrize("q", [0.1, 0.5, 0.6, 0.9])
 @pytest.mark.parametrize("p", PS)
 def test_radius_inverts_strong_bound(p: float, q: float, sigma: float) -> None:
-    r = bounds.certified_radius(p, q, sigma)
+    r = smoothing.certified_radius(p, q, sigma)
     if p <= q:
         assert r == 0.0
-        assert bounds.weak_radius(p, q, sigma) == 0.0
+        assert smoothing.weak_radius(p, q, sigma) == 0.0
     else:
         assert r == pytest.approx(sigma * (norm.ppf(p) - norm.ppf(q)), rel=1e-12)
-        assert bounds.strong_bound(p, r, sigma) == pytest.approx(q, rel=1e-9)
-        rw = bounds.weak_radius(p, q, sigma)
+        assert smoothing.strong_bound(p, r, sigma) == pytest.approx(q, rel=1e-9)
+        rw = smoothing.weak_radius(p, q, sigma)
         assert rw == pytest.approx(math.sqrt(2 * math.pi) * sigma * (p - q), rel=1e-12)
-        assert bounds.weak_bound(p, rw, sigma) == pytest.approx(q, abs=1e-12)
+        assert smoothing.weak_bound(p, rw, sigma) == pytest.approx(q, abs=1e-12)
         assert rw <= r * (1 + 1e-12)  # the strong radius always dominates
 
 
@@ -44,34 +44,34 @@ def test_radius_inverts_strong_bound(p: float, q: float, sigma: float) -> None:
 @pytest.mark.parametrize("p", [*PS, 0.0, 1.0])
 def test_weak_dominated_by_strong_and_both_decrease(p: float, sigma: float) -> None:
     d = np.linspace(0, 6 * sigma, 200)
-    strong = bounds.strong_bound(p, d, sigma)
-    weak = bounds.weak_bound(p, d, sigma)
+    strong = smoothing.strong_bound(p, d, sigma)
+    weak = smoothing.weak_bound(p, d, sigma)
     assert isinstance(strong, np.ndarray) and strong.shape == d.shape
     assert np.all(weak <= strong + 1e-12)
     assert np.all(np.diff(strong) <= 1e-15) and np.all(np.diff(weak) <= 0)
     assert np.all((strong >= 0) & (strong <= 1)) and np.all(weak >= 0)
-    assert np.array_equal(bounds.certified_score(p, d, sigma), np.maximum(strong, weak))
+    assert np.array_equal(smoothing.certified_score(p, d, sigma), np.maximum(strong, weak))
 
 
 def test_edge_probabilities() -> None:
-    assert bounds.strong_bound(0.0, 1.0, 1.0) == 0.0
-    assert bounds.strong_bound(0.0, 0.0, 1.0) == 0.0
-    one = bounds.strong_bound(1.0, 1.0, 1.0)
-    assert 0.999 < one < 1.0 and math.isfinite(bounds.certified_radius(1.0, 0.5, 1.0))
-    assert bounds.strong_bound(1.0, 1e6, 1.0) == 0.0
-    assert bounds.weak_bound(0.2, 10.0, 1.0) == 0.0
-    assert bounds.certified_radius(0.5, 0.5, 1.0) == 0.0
+    assert smoothing.strong_bound(0.0, 1.0, 1.0) == 0.0
+    assert smoothing.strong_bound(0.0, 0.0, 1.0) == 0.0
+    one = smoothing.strong_bound(1.0, 1.0, 1.0)
+    assert 0.999 < one < 1.0 and math.isfinite(smoothing.certified_radius(1.0, 0.5, 1.0))
+    assert smoothing.strong_bound(1.0, 1e6, 1.0) == 0.0
+    assert smoothing.weak_bound(0.2, 10.0, 1.0) == 0.0
+    assert smoothing.certified_radius(0.5, 0.5, 1.0) == 0.0
 
 
 def test_bad_inputs_raise() -> None:
     for call in (
-        lambda: bounds.strong_bound(1.2, 0.0, 1.0),
-        lambda: bounds.strong_bound(0.5, -1.0, 1.0),
-        lambda: bounds.strong_bound(0.5, 0.0, 0.0),
-        lambda: bounds.weak_bound(-0.1, 0.0, 1.0),
-        lambda: bounds.certified_radius(0.8, 0.0, 1.0),
-        lambda: bounds.certified_radius(0.8, 1.0, 1.0),
-        lambda: bounds.weak_radius(0.8, 0.5, -2.0),
+        lambda: smoothing.strong_bound(1.2, 0.0, 1.0),
+        lambda: smoothing.strong_bound(0.5, -1.0, 1.0),
+        lambda: smoothing.strong_bound(0.5, 0.0, 0.0),
+        lambda: smoothing.weak_bound(-0.1, 0.0, 1.0),
+        lambda: smoothing.certified_radius(0.8, 0.0, 1.0),
+        lambda: smoothing.certified_radius(0.8, 1.0, 1.0),
+        lambda: smoothing.weak_radius(0.8, 0.5, -2.0),
     ):
         with pytest.raises(ValueError):
             call()
@@ -80,7 +80,7 @@ def test_bad_inputs_raise() -> None:
 def test_bound_curve() -> None:
     sigma, p = 0.004, 0.8
     radii = [sigma * s for s in (0, 0.25, 0.5, 1, 1.5, 2)]
-    curve = bounds.bound_curve(p, sigma, radii)
+    curve = smoothing.bound_curve(p, sigma, radii)
     assert set(curve) == {"delta_norm", "strong", "weak"}
     assert curve["delta_norm"] == radii
     assert all(isinstance(v, float) for key in curve for v in curve[key])
@@ -102,20 +102,20 @@ E = np.array(
 
 def test_token_delta_norm_by_hand() -> None:
     # rows 0 -> 1 (distance 1) and 2 -> 3 (distance sqrt(1 + 1 + 1) = sqrt(3))
-    assert bounds.token_delta_norm(E, [(0, 1), (2, 3)]) == pytest.approx(2.0)
-    assert bounds.token_delta_norm(E, [(1, 2)]) == pytest.approx(math.sqrt(5))
-    assert bounds.token_delta_norm(E, []) == 0.0
+    assert smoothing.token_delta_norm(E, [(0, 1), (2, 3)]) == pytest.approx(2.0)
+    assert smoothing.token_delta_norm(E, [(1, 2)]) == pytest.approx(math.sqrt(5))
+    assert smoothing.token_delta_norm(E, []) == 0.0
     # a replacement token may repeat; only the replaced ones must be distinct
-    assert bounds.token_delta_norm(E, [(0, 3), (1, 3)]) == pytest.approx(math.sqrt(3 + 2))
+    assert smoothing.token_delta_norm(E, [(0, 3), (1, 3)]) == pytest.approx(math.sqrt(3 + 2))
 
 
 def test_token_delta_norm_rejects_repeated_or_unknown_tokens() -> None:
     with pytest.raises(ValueError, match="distinct"):
-        bounds.token_delta_norm(E, [(0, 1), (0, 2)])
+        smoothing.token_delta_norm(E, [(0, 1), (0, 2)])
     with pytest.raises(ValueError, match="not a row"):
-        bounds.token_delta_norm(E, [(0, 4)])
+        smoothing.token_delta_norm(E, [(0, 4)])
     with pytest.raises(ValueError, match="not a row"):
-        bounds.token_delta_norm(E, [(-1, 2)])
+        smoothing.token_delta_norm(E, [(-1, 2)])
 
 
 def _brute_force(emb: np.ndarray, candidates: list[int] | None, k: int) -> float:
@@ -123,7 +123,7 @@ def _brute_force(emb: np.ndarray, candidates: list[int] | None, k: int) -> float
     best = 0.0
     for chosen in itertools.combinations(olds, k):
         for news in itertools.product(range(len(emb)), repeat=k):
-            best = max(best, bounds.token_delta_norm(emb, list(zip(chosen, news, strict=True))))
+            best = max(best, smoothing.token_delta_norm(emb, list(zip(chosen, news, strict=True))))
     return best
 
 
@@ -135,11 +135,11 @@ def test_worst_case_against_brute_force(seed: int) -> None:
         n_old = 6 if candidates is None else len(set(candidates))
         for k in range(0, min(n_old, 3) + 1):
             want = _brute_force(emb, candidates, k)
-            assert bounds.worst_case_token_delta_norm(emb, candidates, k) == pytest.approx(want, rel=1e-9)
+            assert smoothing.worst_case_token_delta_norm(emb, candidates, k) == pytest.approx(want, rel=1e-9)
     with pytest.raises(ValueError):
-        bounds.worst_case_token_delta_norm(emb, [0, 1], 3)
+        smoothing.worst_case_token_delta_norm(emb, [0, 1], 3)
     with pytest.raises(ValueError):
-        bounds.worst_case_token_delta_norm(emb, [0, 9], 1)
+        smoothing.worst_case_token_delta_norm(emb, [0, 9], 1)
 
 
 @pytest.mark.parametrize("shape", [(700, 16), (300, 64)])
@@ -155,7 +155,7 @@ def test_worst_case_pruning_is_exact(shape: tuple[int, int]) -> None:
         per_row = np.sqrt((diff**2).sum(-1)).max(axis=1)
         for k in (1, 5, 50):
             want = math.sqrt(float(np.sum(np.sort(per_row)[-k:] ** 2)))
-            assert bounds.worst_case_token_delta_norm(emb, None, k) == pytest.approx(want, rel=1e-9)
+            assert smoothing.worst_case_token_delta_norm(emb, None, k) == pytest.approx(want, rel=1e-9)
         cand = list(range(0, shape[0], 3))
         want = math.sqrt(float(np.sum(np.sort(per_row[cand])[-4:] ** 2)))
-        assert bounds.worst_case_token_delta_norm(emb, cand, 4) == pytest.approx(want, rel=1e-9)
+        assert smoothing.worst_case_token_delta_norm(emb, cand, 4) == pytest.approx(want, rel=1e-9)

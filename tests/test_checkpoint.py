@@ -5,8 +5,8 @@ import pytest
 import torch
 from conftest import make_model
 
-from auditor import checkpoint
 from auditor.errors import CheckpointError
+from auditor.model import checkpoint
 
 
 def test_load_directory_with_identity(tiny_model_dir):

@@ -9,7 +9,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from auditor.report_formats import CheckCase, junit_xml
+from auditor.certificate.report_formats import CheckCase, junit_xml
 from tests.test_cli import write_policy
 
 
@@ -81,7 +81,7 @@ def test_junit_escapes_and_counts() -> None:
 def test_measured_tasks_fail_no_requirement_but_a_measured_certificate_fails_one_case() -> None:
     from factories import make_certificate
 
-    from auditor.report_formats import certificate_cases
+    from auditor.certificate.report_formats import certificate_cases
 
     cert = make_certificate()
     task = cert.tasks[0].model_copy(update={"min_p_lower": None, "verdict": "measured", "reasons": ["measured"]})

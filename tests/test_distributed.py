@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
+from auditor.audit.distributed import ShardedDraws, Sharding, launched_rank, launched_world_size, serve_draws
+from auditor.audit.drawlog import DrawLog
+from auditor.audit.sample import DrawTimer, SamplingPlan, compute_draw, run_draws
 from auditor.cli import main
-from auditor.distributed import ShardedDraws, Sharding, launched_rank, launched_world_size, serve_draws
-from auditor.drawlog import DrawLog
-from auditor.sample import DrawTimer, SamplingPlan, compute_draw, run_draws
 
 REPO = Path(__file__).resolve().parents[1]
 

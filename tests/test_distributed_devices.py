@@ -13,11 +13,11 @@ import pytest
 import torch
 from conftest import make_model
 
-from auditor import perturb
-from auditor.checkpoint import load_model
+from auditor.audit import perturb
+from auditor.audit.perturb import Perturber, pristine_homes
 from auditor.cli import main
 from auditor.errors import CheckpointError
-from auditor.perturb import Perturber, pristine_homes
+from auditor.model.checkpoint import load_model
 
 
 def _state(model):

@@ -14,10 +14,10 @@ from conftest import make_model
 from factories import make_certificate
 from safetensors.torch import load_file, save_file
 
-from auditor import bounds
 from auditor.errors import AuditorError, CheckpointError
-from auditor.gate import gate_checkpoint
-from auditor.tensor_stream import as_floats
+from auditor.gate.radius import gate_checkpoint
+from auditor.model.tensor_stream import as_floats
+from auditor.stats import smoothing
 
 ATTN = ("self_attn.q_proj", "self_attn.v_proj")
 
@@ -78,14 +78,14 @@ def test_delta_matches_torch(tmp_path, dtype):
     assert result.delta.norm == pytest.approx(expected, rel=1e-12)
     assert result.delta.changed_outside == []
     t = result.tasks[0]
-    assert t.strong == pytest.approx(bounds.strong_bound(0.8, expected, 0.05))
-    assert t.radius == pytest.approx(bounds.certified_radius(0.8, 0.5, 0.05))
+    assert t.strong == pytest.approx(smoothing.strong_bound(0.8, expected, 0.05))
+    assert t.radius == pytest.approx(smoothing.certified_radius(0.8, 0.5, 0.05))
     assert result.verdict == ("pass" if expected <= t.radius else "not certified")
 
 
 def test_small_change_passes_large_change_is_not_certified(setup, tmp_path):
     model, base, cert, names = setup
-    radius = bounds.certified_radius(0.8, 0.5, 0.05)
+    radius = smoothing.certified_radius(0.8, 0.5, 0.05)
     small = shift(model, names[:1], 1e-5)
     ok = gate_checkpoint(cert, save(model, tmp_path / "small"), base)
     assert torch_norm(small) < radius and ok.verdict == "pass" and ok.passed

@@ -20,9 +20,9 @@ from conftest import make_model
 from factories import make_certificate, sign_certificate
 from safetensors.torch import load_file, save_file
 
-from auditor import bounds
-from auditor.certificate import write_certificate
+from auditor.certificate.schema import write_certificate
 from auditor.cli import main
+from auditor.stats import smoothing
 
 peft = pytest.importorskip("peft")
 
@@ -190,7 +190,7 @@ def _with_docs(cand: Path) -> Path:
 def _forged(world, name: str, edit, sign_with: Path | None = None) -> Path:
     data = world["cert"].model_dump(mode="json")
     edit(data)
-    from auditor.certificate import Certificate
+    from auditor.certificate.schema import Certificate
 
     cert = Certificate.model_validate(data)
     run = world["root"] / name
@@ -215,10 +215,10 @@ def _inflate_consistently(data: dict) -> None:
     p = data["perturbation"]
     p["typical_noise_norm"] = p["sigma"] * math.sqrt(p["dimension"])
     for t in data["tasks"]:
-        t["radius"] = float(bounds.certified_radius(t["p_lower"], t["target"], p["sigma"]))
-        t["radius_weak"] = float(bounds.weak_radius(t["p_lower"], t["target"], p["sigma"]))
+        t["radius"] = float(smoothing.certified_radius(t["p_lower"], t["target"], p["sigma"]))
+        t["radius_weak"] = float(smoothing.weak_radius(t["p_lower"], t["target"], p["sigma"]))
         t["radius_over_sigma"] = t["radius"] / p["sigma"]
-        t["curve"] = bounds.bound_curve(t["p_lower"], p["sigma"], t["curve"]["delta_norm"])
+        t["curve"] = smoothing.bound_curve(t["p_lower"], p["sigma"], t["curve"]["delta_norm"])
 
 
 def test_edited_signed_certificate_is_refused(world, capsys):
@@ -592,4 +592,4 @@ def test_bound_arithmetic_of_an_accepted_adapter_is_the_certificates(world, caps
     cand = lora(world, "arith")
     code, text, report = run_gate(world, capsys, cand)
     t = report["tasks"][0]
-    assert t["strong"] == pytest.approx(bounds.strong_bound(0.8, report["delta"]["norm"], 0.05), rel=1e-12)
+    assert t["strong"] == pytest.approx(smoothing.strong_bound(0.8, report["delta"]["norm"], 0.05), rel=1e-12)

@@ -67,7 +67,7 @@ def test_pass_writes_a_canonical_report(world, capsys):
     assert report["verdict"] == "pass" and report["kind"] == "checkpoint"
     assert report["delta"]["norm"] == pytest.approx(1e-5 * (32 * 32) ** 0.5, rel=1e-3)
     assert report["base"]["path"] == str(base)  # defaulted from the certificate's model.source
-    from auditor.certificate import canonical_json
+    from auditor.certificate.schema import canonical_json
 
     assert out.read_bytes() == canonical_json(report) + b"\n"
 
@@ -99,7 +99,7 @@ def test_errors_exit_2_with_one_line(world, capsys):
 def test_signed_report_verifies(world, capsys):
     from securesystemslib.dsse import Envelope
 
-    from auditor import signing
+    from auditor.attest import signing
 
     model, base, cert_path, tmp = world
     keys = signing.keygen(tmp / "keys")
@@ -118,13 +118,13 @@ def test_signed_report_verifies(world, capsys):
 
 
 def _run(cert, files):
-    from auditor.job import AuditRun
+    from auditor.audit.job import AuditRun
 
     return AuditRun(cert, files, 1.0, 0.1, 0.8, cert.sampling.draws_used, 0)
 
 
 def test_recertify_reports_both_verdicts(world, capsys, monkeypatch):
-    import auditor.job
+    import auditor.audit.job
 
     model, base, cert_path, tmp = world
     far = candidate(model, tmp / "far", 0.01)
@@ -137,7 +137,7 @@ def test_recertify_reports_both_verdicts(world, capsys, monkeypatch):
         cert = make_certificate(model_dir=Path(model), p_lower=0.9)
         return _run(cert, {"certificate": out_dir / "certificate.json"})
 
-    monkeypatch.setattr(auditor.job, "certify", fake_certify)
+    monkeypatch.setattr(auditor.audit.job, "certify", fake_certify)
     out = tmp / "gate.json"
     code, text = run(
         [
@@ -168,7 +168,7 @@ def test_recertify_reports_both_verdicts(world, capsys, monkeypatch):
 def test_recertify_an_adapter_merges_it_first(world, capsys, monkeypatch):
     import peft
 
-    import auditor.job
+    import auditor.audit.job
 
     model, base, cert_path, tmp = world
     pm = peft.get_peft_model(model, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]))
@@ -180,12 +180,12 @@ def test_recertify_an_adapter_merges_it_first(world, capsys, monkeypatch):
     seen = {}
 
     def fake_certify(loaded, model, out_dir, sequential, **progress):
-        from auditor.checkpoint import weight_files
+        from auditor.model.checkpoint import weight_files
 
         seen["files"] = [f.name for f in weight_files(Path(model))]
         return _run(make_certificate(model_dir=Path(model), p_lower=0.3).model_copy(update={"verdict": "fail"}), {})
 
-    monkeypatch.setattr(auditor.job, "certify", fake_certify)
+    monkeypatch.setattr(auditor.audit.job, "certify", fake_certify)
     code, text = run(
         [
             "gate",
@@ -279,7 +279,7 @@ def test_recertify_removes_its_merged_copy(world, capsys, monkeypatch, tmp_path)
 
     import peft
 
-    import auditor.job
+    import auditor.audit.job
 
     model, base, cert_path, tmp = world
     pm = peft.get_peft_model(model, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]))
@@ -298,7 +298,7 @@ def test_recertify_removes_its_merged_copy(world, capsys, monkeypatch, tmp_path)
         assert Path(model).is_dir()
         return _run(make_certificate(model_dir=Path(model), p_lower=0.9), {})
 
-    monkeypatch.setattr(auditor.job, "certify", fake_certify)
+    monkeypatch.setattr(auditor.audit.job, "certify", fake_certify)
     args = ["gate", str(cert_path), "--candidate", str(tmp / "adapter2"), "--out", str(tmp / "g2.json")]
     code, text = run([*args, "--recertify", "--recertify-out", str(tmp / "rerun2")], capsys)
     assert code == 0 and "RECERTIFIED PASS" in text
@@ -364,7 +364,7 @@ def test_json_and_junit_for_several_candidates(world, capsys):
 
 
 def test_json_and_junit_of_a_recertified_pass(world, capsys, monkeypatch):
-    import auditor.job
+    import auditor.audit.job
 
     model, base, cert_path, tmp = world
     far = candidate(model, tmp / "far", 0.01)
@@ -372,7 +372,7 @@ def test_json_and_junit_of_a_recertified_pass(world, capsys, monkeypatch):
     def fake_certify(loaded, model, out_dir, sequential, **progress):
         return _run(make_certificate(model_dir=Path(model), p_lower=0.9), {"certificate": out_dir / "certificate.json"})
 
-    monkeypatch.setattr(auditor.job, "certify", fake_certify)
+    monkeypatch.setattr(auditor.audit.job, "certify", fake_certify)
     junit = tmp / "junit.xml"
     args = ["gate", str(cert_path), "--candidate", str(far), "--out", str(tmp / "g.json"), "--json", "--junit"]
     code = main([*args, str(junit), "--recertify", "--recertify-out", str(tmp / "rerun"), "--quiet"])
@@ -386,7 +386,7 @@ def test_json_and_junit_of_a_recertified_pass(world, capsys, monkeypatch):
     assert ("auditor.gate.far", "recertify") in cases and len(cases) == 3
     # the same candidate whose recertification fails: the gate check and the recertification fail
     monkeypatch.setattr(
-        auditor.job,
+        auditor.audit.job,
         "certify",
         lambda loaded, model, out_dir, sequential, **kw: _run(
             make_certificate(model_dir=Path(model), p_lower=0.3).model_copy(update={"verdict": "fail"}), {}

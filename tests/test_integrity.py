@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from factories import make_certificate, sign_certificate
 
-from auditor.attest import policy_files
-from auditor.certificate import AttestedFile
+from auditor.attest.inputs import policy_files
+from auditor.audit.drawlog import DrawLog, read_draws
+from auditor.certificate.schema import AttestedFile
 from auditor.cli import main, resume_command
-from auditor.drawlog import DrawLog, read_draws
 from auditor.errors import AuditorError
-from auditor.policy import load_policy
+from auditor.policy.schema import load_policy
 
 HEADER = {"policy_sha256": "p", "model_root_digest": "m", "parameters_digest": "d"}
 
@@ -91,7 +91,7 @@ def test_swapped_scorer_or_edited_data_is_invalid(signed_run, capsys, file, edit
 
 def test_attested_subjects_must_match_the_certificate(tmp_path, capsys):
     # a signer who lists other digests in the subjects than in the certificate is caught
-    from auditor import signing
+    from auditor.attest import signing
 
     cert = make_certificate().model_copy(
         update={"attested_files": [AttestedFile(role="scorer", path="s.py", sha256="0" * 64, size=1)]}
@@ -103,7 +103,7 @@ def test_attested_subjects_must_match_the_certificate(tmp_path, capsys):
     signing.keygen(tmp_path / "keys")
     run = tmp_path / "run"
     run.mkdir()
-    from auditor.certificate import write_certificate
+    from auditor.certificate.schema import write_certificate
 
     write_certificate(cert, run / "certificate.json")
     signer = signing.load_signer(tmp_path / "keys" / signing.SIGNING_KEY)
@@ -158,7 +158,7 @@ def test_second_run_on_the_same_folder_fails_fast_naming_the_holder(tmp_path):
     try:
         # another process: flock is per open file description, so a child sees the lock
         code = (
-            "import sys; from pathlib import Path; from auditor.drawlog import DrawLog\n"
+            "import sys; from pathlib import Path; from auditor.audit.drawlog import DrawLog\n"
             f"DrawLog(Path({str(tmp_path / 'draws.jsonl')!r}), {HEADER!r}, resume=True)\n"
         )
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -206,7 +206,7 @@ def test_verify_checks_the_draw_log_against_the_certificate(tmp_path, capsys):
 
 
 def test_verify_signed_gate_report(tmp_path, capsys):
-    from auditor import signing
+    from auditor.attest import signing
     from auditor.cli.gate_cmds import write_report
 
     cand = tmp_path / "cand"
@@ -241,7 +241,7 @@ def test_verify_signed_gate_report(tmp_path, capsys):
 
 
 def test_resumed_draw_without_a_task_is_refused(tmp_path):
-    from auditor.sample import SamplingPlan, run_draws
+    from auditor.audit.sample import SamplingPlan, run_draws
 
     class Task:
         name, examples = "other", [0]

@@ -10,9 +10,8 @@ import torch
 from conftest import make_model
 from scipy.stats import beta
 
-from auditor.directions import Slicer, norm, reference_pairs, sft_direction, surrogate_loss, worst_direction
-from auditor.errors import AuditorError, PolicyError
-from auditor.landscape import (
+from auditor.basin.directions import Slicer, norm, reference_pairs, sft_direction, surrogate_loss, worst_direction
+from auditor.basin.landscape import (
     basin_edge,
     direction_seed,
     directions_needed,
@@ -21,7 +20,8 @@ from auditor.landscape import (
     strict_basin,
     task_score,
 )
-from auditor.policy import LandscapeSpec, parse_policy
+from auditor.errors import AuditorError, PolicyError
+from auditor.policy.schema import LandscapeSpec, parse_policy
 from auditor.tasks import build_tasks
 
 POLICY = """schema_version: 1
@@ -131,7 +131,7 @@ def test_worst_direction_degrades_the_surrogate_more_than_random_ones(loaded, ti
 
     with torch.no_grad():
         clean = float(surrogate_loss(model, tiny_tokenizer, pairs, 8))
-    from auditor.directions import rescaled
+    from auditor.basin.directions import rescaled
 
     randoms = [surrogate_at(rescaled(slicer.random(k), slicer.unit_norm)) for k in range(5)]
     at_worst = surrogate_at(worst.delta)
@@ -173,7 +173,7 @@ def test_basin_edge_and_cliff():
     assert basin_edge(0.8, s, tolerance=0.0) == (0.01, 0.02)
     assert basin_edge(0.8, {0.01: 0.1}, tolerance=0.05) == (0.0, 0.01)
     assert basin_edge(0.8, {0.01: 0.8}, tolerance=0.0) == (0.01, None)
-    from auditor.landscape import Point
+    from auditor.basin.landscape import Point
 
     pts = [Point("random", 0, "t", a, v) for a, v in [(-0.02, 0.5), (-0.01, 0.8), (0.01, 0.8), (0.02, 0.8)]]
     (edge,) = edges_of(pts, {"t": 0.8}, 0.05)

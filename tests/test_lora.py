@@ -13,7 +13,7 @@ from conftest import make_model
 from factories import make_certificate
 
 from auditor.errors import CheckpointError
-from auditor.lora import LowRank, gate_lora, lora_scale, read_adapter
+from auditor.gate.lora import LowRank, gate_lora, lora_scale, read_adapter
 
 peft = pytest.importorskip("peft")
 

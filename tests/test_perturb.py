@@ -1,7 +1,7 @@
 import torch
 from conftest import make_model
 
-from auditor.perturb import EmbeddingNoise, Perturber, derive_seed, select_parameters
+from auditor.audit.perturb import EmbeddingNoise, Perturber, derive_seed, select_parameters
 
 
 def _state(model):

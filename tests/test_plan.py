@@ -8,7 +8,7 @@ import pytest
 from test_cli import write_policy
 from test_sample import _policy
 
-from auditor import plan as planner
+from auditor.audit import plan as planner
 from auditor.cli import main
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from auditor.errors import PolicyError
-from auditor.policy import DEFAULT_POLICY, load_policy, parse_policy
+from auditor.policy.schema import DEFAULT_POLICY, load_policy, parse_policy
 
 MINIMAL = """
 schema_version: 1

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from auditor.errors import PolicyError, TaskError
-from auditor.policy import parse_policy
+from auditor.policy.schema import parse_policy
 from auditor.tasks import build_tasks
 
 HEAD = "schema_version: 1\nseed: 1\nperturbation: {sigma: 0.1}\n"
@@ -80,7 +80,7 @@ def test_task_problems_gathered_with_the_builtin_near_miss(tmp_path: Path) -> No
         "  - {name: c, source: {format: jsonl, path: d.jsonl}, oracle: {type: exact}}\n"
         "  - {name: d, source: 'builtin:zzzz', oracle: {type: contains}}\n",
     )
-    from auditor.policy import load_policy
+    from auditor.policy.schema import load_policy
 
     with pytest.raises(TaskError) as exc:
         build_tasks(load_policy(path))

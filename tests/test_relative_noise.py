@@ -10,19 +10,19 @@ import torch
 from conftest import make_model
 from factories import make_certificate
 
-from auditor import bounds
-from auditor.audit import ScorerTask, run_audit
-from auditor.checkpoint import memory_identity
-from auditor.gate import gate_checkpoint
-from auditor.lora import gate_lora
-from auditor.perturb import Perturber, tensor_rms
-from auditor.policy import parse_policy
-from auditor.trust import Untrusted, check_derived
+from auditor.audit.perturb import Perturber, tensor_rms
+from auditor.audit.run import ScorerTask, run_audit
+from auditor.gate.lora import gate_lora
+from auditor.gate.radius import gate_checkpoint
+from auditor.gate.trust import Untrusted, check_derived
+from auditor.model.checkpoint import memory_identity
+from auditor.policy.schema import parse_policy
+from auditor.stats import smoothing
 
 peft = pytest.importorskip("peft")
 
 SIGMA = 0.05
-R_WHITE = float(bounds.certified_radius(0.8, 0.5, 1.0))  # whitened radius for p_lower 0.8, target 0.5
+R_WHITE = float(smoothing.certified_radius(0.8, 0.5, 1.0))  # whitened radius for p_lower 0.8, target 0.5
 
 
 def relative_cert(model: torch.nn.Module, path: Path, names: list[str], sigma: float = SIGMA):
@@ -147,7 +147,7 @@ def test_all_rms_equal_reduces_to_the_absolute_certificate(tmp_path):
 
 
 def test_render_states_the_whitened_norm(tmp_path):
-    from auditor.render import render_html
+    from auditor.certificate.render import render_html
 
     model = make_model()
     cert = relative_cert(model, None, ["model.norm.weight"])
@@ -297,7 +297,7 @@ def test_lora_mahalanobis_norm_from_grams_matches_dense(base, tmp_path):
 
 
 def test_token_bound_divides_by_the_embedding_sigma(tmp_path, tiny_tokenizer):
-    from auditor.tokens import token_bound
+    from auditor.gate.tokens import token_bound
 
     model = make_model(tie=False)
     path = tmp_path / "untied"
@@ -311,7 +311,7 @@ def test_token_bound_divides_by_the_embedding_sigma(tmp_path, tiny_tokenizer):
     dist = float((e[5] - e[6]).norm())
     assert res.refused is None and res.sigma == sigma_e
     assert res.delta_norm == pytest.approx(dist, rel=1e-12)
-    assert res.tasks[0]["bound"] == pytest.approx(bounds.strong_bound(0.8, dist / sigma_e, 1.0), rel=1e-12)
+    assert res.tasks[0]["bound"] == pytest.approx(smoothing.strong_bound(0.8, dist / sigma_e, 1.0), rel=1e-12)
     rms = {**cert.perturbation.tensor_rms, "model.embed_tokens.weight": 10 * cert.perturbation.tensor_rms[names[0]]}
     forged = cert.model_copy(update={"perturbation": cert.perturbation.model_copy(update={"tensor_rms": rms})})
     with pytest.raises(Untrusted, match="tensor_rms.model.embed_tokens"):

@@ -13,8 +13,8 @@ import pytest
 from factories import make_certificate
 from test_signing import make_model_dir
 
-from auditor.certificate import DOES_NOT_CLAIM, GUARANTEE
-from auditor.render import TEMPLATES_DIR, fmt_num, fmt_prob, plot_curve_svg, render_html, render_pdf
+from auditor.certificate.render import TEMPLATES_DIR, fmt_num, fmt_prob, plot_curve_svg, render_html, render_pdf
+from auditor.certificate.schema import DOES_NOT_CLAIM, GUARANTEE
 
 
 @pytest.fixture(scope="module")

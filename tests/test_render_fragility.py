@@ -11,8 +11,8 @@ import pytest
 from factories import make_certificate
 from test_render import text_of
 
-from auditor.certificate import FragileExample, Fragility
-from auditor.render import render_html, render_pdf
+from auditor.certificate.render import render_html, render_pdf
+from auditor.certificate.schema import FragileExample, Fragility
 
 LONG = "x" * 300  # one unbroken word, wider than the page
 HASH = "ab" * 32

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from test_cli import write_policy
 
+from auditor.audit.drawlog import DrawOutcomes, decode_indices, decode_outcomes, encode_indices, encode_outcomes
+from auditor.audit.fragility import count_outcomes, fragile_indices, histogram
+from auditor.audit.replay import pick_draws
 from auditor.cli import main
-from auditor.drawlog import DrawOutcomes, decode_indices, decode_outcomes, encode_indices, encode_outcomes
-from auditor.fragility import count_outcomes, fragile_indices, histogram
-from auditor.replay import pick_draws
 
 
 @pytest.mark.parametrize("idx", [[], [3], [0, 1, 2, 5], [0, 1, 2, 3, 7, 8, 9, 23], [5, 3, 4]])
@@ -114,7 +114,7 @@ def test_replayed_draws_come_from_the_seed():
 
 
 def test_perturbed_answers_come_from_few_covering_draws():
-    from auditor.fragility import choose_replays, failing_draws
+    from auditor.audit.fragility import choose_replays, failing_draws
 
     recs = [
         DrawOutcomes(1, [0, 1], [np.array([0, 1], np.uint8)]),

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from auditor import checkpoint
-from auditor.checkpoint import BUILTIN_ADAPTERS, sha256_file
 from auditor.errors import CheckpointError
+from auditor.model import checkpoint
+from auditor.model.checkpoint import BUILTIN_ADAPTERS, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "safety" / "demo.py"
@@ -85,7 +85,7 @@ def test_builtin_adapter_is_digest_checked_then_merged_and_cached(tmp_path, monk
 
 
 def test_safety_policy_validates():
-    from auditor.policy import load_policy
+    from auditor.policy.schema import load_policy
     from auditor.tasks import build_tasks
 
     loaded = load_policy(POLICY)
@@ -170,8 +170,8 @@ def test_demo_pipeline_on_a_tiny_model(tmp_path, tiny_model_dir, shared_data):
 
 def test_the_stronger_judge_the_policy_points_to():
     """The commented-out line in policies/safety.yaml works as written and catches the keyword judge's misses."""
-    from auditor.policy import parse_policy
-    from auditor.policy_tasks import DEFAULT_REFUSAL_KEYWORDS
+    from auditor.policy.schema import parse_policy
+    from auditor.policy.tasks import DEFAULT_REFUSAL_KEYWORDS
     from auditor.tasks.base import Example
     from auditor.tasks.oracles import make_refusal, make_scorer
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import make_model
 
-from auditor.audit import ScorerTask, certify_model, run_audit
-from auditor.checkpoint import memory_identity
-from auditor.drawlog import DrawLog
-from auditor.policy import parse_policy
-from auditor.sample import SamplingPlan, draw_indices
+from auditor.audit.drawlog import DrawLog
+from auditor.audit.run import ScorerTask, certify_model, run_audit
+from auditor.audit.sample import SamplingPlan, draw_indices
+from auditor.model.checkpoint import memory_identity
+from auditor.policy.schema import parse_policy
 
 
 def _norm_sum(model) -> float:

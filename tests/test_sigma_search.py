@@ -13,15 +13,16 @@ import pytest
 from conftest import make_model
 from scipy.stats import norm
 
-from auditor import sigma_search, stats
-from auditor.audit import ScorerTask, run_audit
-from auditor.certificate import SigmaPilot, SigmaStep
-from auditor.checkpoint import memory_identity
+from auditor import stats
+from auditor.attest.signing import sha256_path
+from auditor.audit import sigma_search
+from auditor.audit.run import ScorerTask, run_audit
+from auditor.certificate.schema import SigmaPilot, SigmaStep
 from auditor.cli import main
 from auditor.errors import PolicyError
-from auditor.policy import parse_policy
-from auditor.signing import sha256_path
-from auditor.trust import Untrusted, check_derived
+from auditor.gate.trust import Untrusted, check_derived
+from auditor.model.checkpoint import memory_identity
+from auditor.policy.schema import parse_policy
 
 # --------------------------------------------------------------------------- the procedure
 
@@ -230,7 +231,7 @@ def test_grid_steps_share_the_seed_so_the_curve_uses_common_directions(grid_run)
 
 
 def test_render_shows_the_basin_edge_and_its_plot(grid_run):
-    from auditor.render import render_html
+    from auditor.certificate.render import render_html
 
     html = render_html(grid_run[0], signed=False)
     assert "Certified basin edge" in html and "data:image/svg+xml" in html and "union bound" in html
@@ -243,7 +244,7 @@ def _forge(cert, **edge_update):
 
 
 def test_the_gate_refuses_a_forged_search_and_a_step_presented_alone(grid_run):
-    from auditor.certificate import read_certificate
+    from auditor.certificate.schema import read_certificate
 
     cert, run_dir = grid_run
     where = run_dir / "certificate.json"
@@ -295,8 +296,8 @@ def test_the_gate_refuses_a_forged_search_and_a_step_presented_alone(grid_run):
 
 
 def test_the_gate_uses_the_grids_simultaneous_family_and_names_the_sigma(grid_run):
-    from auditor.gate import judge, task_claims
-    from auditor.tensor_stream import DeltaStats
+    from auditor.gate.radius import judge, task_claims
+    from auditor.model.tensor_stream import DeltaStats
 
     cert, _ = grid_run
     (edge,) = cert.sigma_search.edges
@@ -382,8 +383,8 @@ def _cli_policy(tmp_path, model, sigma):
 
 
 def test_certify_runs_a_grid_policy_signs_its_certificate_and_resumes(tmp_path, tiny_model_dir, capsys):
-    from auditor.certificate import read_certificate
-    from auditor.signing import keygen
+    from auditor.attest.signing import keygen
+    from auditor.certificate.schema import read_certificate
 
     keys = keygen(tmp_path / "keys")
     policy, out = _cli_policy(tmp_path, tiny_model_dir, "[0.001, 0.01]"), tmp_path / "run"
@@ -429,7 +430,7 @@ def test_certify_runs_a_grid_policy_signs_its_certificate_and_resumes(tmp_path, 
 
 
 def test_certify_runs_sigma_auto(tmp_path, tiny_model_dir, capsys):
-    from auditor.certificate import read_certificate
+    from auditor.certificate.schema import read_certificate
 
     policy = _cli_policy(tmp_path, tiny_model_dir, "{auto: [0.001, 0.01], candidates: 2, pilot_draws: 3}")
     out = tmp_path / "auto"
@@ -444,7 +445,7 @@ def test_certify_runs_sigma_auto(tmp_path, tiny_model_dir, capsys):
 
 
 def test_a_sigma_search_under_a_launcher_is_refused_before_the_model_loads(tmp_path, monkeypatch):
-    from auditor import distributed, job
+    from auditor.audit import distributed, job
 
     monkeypatch.setattr(distributed, "from_environment", lambda: object())  # as if under torchrun
     loaded = parse_policy(CLI_POLICY.format(model="no-such-model", sigma="[0.001, 0.01]"), origin="p.yaml")
@@ -457,7 +458,7 @@ def test_a_sigma_search_under_a_launcher_is_refused_before_the_model_loads(tmp_p
 @pytest.mark.parametrize("run", ["sigma-grid", "sigma-auto"])
 def test_the_committed_basin_edge_reports_verify_and_are_trusted(run, capsys):
     """The signed real-model searches in reports/landscape stay valid for this code: verify and the gate's checks."""
-    from auditor.certificate import read_certificate
+    from auditor.certificate.schema import read_certificate
 
     root = Path(__file__).resolve().parents[1] / "reports"
     folder = root / "landscape" / run

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from test_signing import make_signed_run
 
+from auditor.attest.signing import CERT_HTML, CERT_JSON, CERT_PDF, ENVELOPE, PDF_KEY, PUBLIC_KEY, SIGNING_KEY
 from auditor.cli import main
-from auditor.signing import CERT_HTML, CERT_JSON, CERT_PDF, ENVELOPE, PDF_KEY, PUBLIC_KEY, SIGNING_KEY
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from factories import make_certificate
 
-from auditor.certificate import canonical_json, read_certificate
-from auditor.errors import AuditorError
-from auditor.signing import (
+from auditor.attest.publish import publish
+from auditor.attest.signing import (
     CERT_HTML,
     CERT_JSON,
     CERT_PDF,
@@ -28,10 +27,11 @@ from auditor.signing import (
     STATEMENT_TYPE,
     keygen,
     load_public_key,
-    publish,
     resolve_key,
     sha256_path,
 )
+from auditor.certificate.schema import canonical_json, read_certificate
+from auditor.errors import AuditorError
 
 
 def safetensors_bytes(name: str, values: list[float]) -> bytes:

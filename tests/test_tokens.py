@@ -10,9 +10,9 @@ import torch
 from conftest import make_model
 from factories import make_certificate
 
-from auditor import bounds
 from auditor.errors import AuditorError
-from auditor.tokens import parse_substitution, token_bound
+from auditor.gate.tokens import parse_substitution, token_bound
+from auditor.stats import smoothing
 
 
 def model_dir(tmp_path: Path, tokenizer, tie: bool) -> tuple[torch.nn.Module, Path]:
@@ -49,7 +49,7 @@ def test_substitution_norm_and_bound(tmp_path, tiny_tokenizer):
     assert res.label == "HEURISTIC" and res.refused is None and res.warnings == []
     assert res.delta_norm == pytest.approx(expected, rel=1e-12)
     assert res.substitutions[1]["old_id"] == 40
-    assert res.tasks[0]["bound"] == pytest.approx(bounds.strong_bound(0.8, expected, 0.05))
+    assert res.tasks[0]["bound"] == pytest.approx(smoothing.strong_bound(0.8, expected, 0.05))
     assert res.verdict == ("pass" if res.tasks[0]["bound"] >= 0.5 else "not certified")
 
 
@@ -86,13 +86,13 @@ def test_worst_case_over_k(tmp_path, tiny_tokenizer):
     cert = cert_for(model, path, ["model.embed_tokens.weight"])
     e = emb(model).numpy()
     res = token_bound(cert, path, [], k=3)
-    assert res.delta_norm == pytest.approx(bounds.worst_case_token_delta_norm(e, None, 3), rel=1e-12)
+    assert res.delta_norm == pytest.approx(smoothing.worst_case_token_delta_norm(e, None, 3), rel=1e-12)
     some = token_bound(cert, path, ["#5=#6", "#7=#100", "#8=#200"])
     assert some.delta_norm <= res.delta_norm
     cands = tmp_path / "cands.txt"
     cands.write_text("#5\n#7\n#8\n")
     limited = token_bound(cert, path, [], k=2, candidates=cands)
-    assert limited.delta_norm == pytest.approx(bounds.worst_case_token_delta_norm(e, [5, 7, 8], 2), rel=1e-12)
+    assert limited.delta_norm == pytest.approx(smoothing.worst_case_token_delta_norm(e, [5, 7, 8], 2), rel=1e-12)
     assert limited.delta_norm <= res.delta_norm
 
 
@@ -109,7 +109,7 @@ def test_bad_token_inputs(tmp_path, tiny_tokenizer):
 
 
 def test_exact_distances_use_the_scaled_embedding_output():
-    from auditor.tokens import embedding_scale
+    from auditor.gate.tokens import embedding_scale
 
     assert embedding_scale({"model_type": "gemma", "hidden_size": 64}) == 8.0
     assert embedding_scale({"model_type": "bart", "scale_embedding": True, "d_model": 16}) == 4.0

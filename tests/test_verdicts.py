@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from test_sample import _policy, _run
 
-from auditor import stats, verdicts
-from auditor.audit import ScorerTask, check_design
+from auditor import stats
+from auditor.audit import verdicts
+from auditor.audit.run import ScorerTask, check_design
+from auditor.audit.sample import SamplingPlan, draw_unit
 from auditor.errors import PolicyError
-from auditor.policy import MIN_DRAWS, parse_policy
-from auditor.sample import SamplingPlan, draw_unit
+from auditor.policy.schema import MIN_DRAWS, parse_policy
 
 MEASURED_POLICY = """
 schema_version: 1
@@ -130,7 +131,7 @@ def test_gap_is_split_into_slack_and_loss_under_noise(tmp_path):
 def test_verify_does_not_read_a_measured_certificate_as_a_pass():
     from factories import make_certificate
 
-    from auditor.verify import Verification
+    from auditor.verify.certificates import Verification
 
     cert = make_certificate()
     measured = cert.model_copy(update={"verdict": "measured"})

@@ -1,4 +1,4 @@
-"""`auditor.verify`: a valid run passes, and every tampered byte anywhere is caught."""
+"""`auditor.verify.certificates`: a valid run passes, and every tampered byte anywhere is caught."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from test_signing import make_signed_run
 
-from auditor.certificate import canonical_json
+from auditor.attest.signing import CERT_HTML, CERT_JSON, CERT_PDF, ENVELOPE, keygen, load_signer, sign_statement
+from auditor.certificate.schema import canonical_json
 from auditor.errors import AuditorError
-from auditor.signing import CERT_HTML, CERT_JSON, CERT_PDF, ENVELOPE, keygen, load_signer, sign_statement
-from auditor.verify import Verification, verify
+from auditor.verify.certificates import Verification, verify
 
 
 @pytest.fixture(scope="module")

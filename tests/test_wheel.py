@@ -100,7 +100,7 @@ def test_installed_wheel_runs_from_an_empty_folder(installed: Path, tmp_path: Pa
 
     # the refusal built-in's adapter ships in the wheel, with the digests its loader pins
     code = (
-        "from auditor.checkpoint import BUILTIN_ADAPTERS, verify_adapter_files; "
+        "from auditor.model.checkpoint import BUILTIN_ADAPTERS, verify_adapter_files; "
         "s = BUILTIN_ADAPTERS['smollm2-135m-instruct-refusal']; "
         "verify_adapter_files('smollm2-135m-instruct-refusal', s); print(s.adapter_dir)"
     )

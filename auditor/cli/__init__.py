@@ -11,20 +11,10 @@ import sys
 
 import click
 
-from auditor import __version__
+from auditor.cli.app import cli
 from auditor.errors import EXIT_ERROR, EXIT_INTERRUPTED, AuditorError
 
-EPILOG = "Exit codes: 0 pass/valid, 1 fail/invalid, 2 error (bad input; one line on stderr), 130 interrupted."
-
-
-@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="auditor")
-@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
-    """Certify how robust an LLM's capabilities are to changes of its weights."""
-    ctx.ensure_object(dict)
-    ctx.obj["debug"] = debug
+__all__ = ["cli", "main", "resume_command"]
 
 
 def _register() -> None:

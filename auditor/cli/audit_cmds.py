@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from auditor.cli import cli
+from auditor.cli.app import cli
 from auditor.errors import EXIT_FAIL, EXIT_PASS
 
 
@@ -41,8 +41,8 @@ def _log_to(console: Any) -> None:
 @click.option("--model", "model", help="With --smoke: this model instead of the policy's.")
 def validate(policy: Path | None, smoke: bool, model: str | None) -> int:
     """Check a policy file (default: policies/default.yaml): fields, data files, scorers; --smoke runs one example."""
-    from auditor.audit import check_design
-    from auditor.policy import load_policy
+    from auditor.audit.run import check_design
+    from auditor.policy.schema import load_policy
     from auditor.tasks import build_tasks
 
     loaded = load_policy(policy)
@@ -57,7 +57,7 @@ def validate(policy: Path | None, smoke: bool, model: str | None) -> int:
     if smoke:
         import time
 
-        from auditor.checkpoint import load_model
+        from auditor.model.checkpoint import load_model
 
         _quiet_libraries()
         t0 = time.perf_counter()
@@ -202,11 +202,11 @@ def certify(
 
     from rich.console import Console
 
+    from auditor.attest.signing import resolve_key
+    from auditor.audit.distributed import launched_rank
+    from auditor.audit.job import certify as run_certify
     from auditor.cli.progress import LineProgress, rich_bar
-    from auditor.distributed import launched_rank
-    from auditor.job import certify as run_certify
-    from auditor.policy import load_policy
-    from auditor.signing import resolve_key
+    from auditor.policy.schema import load_policy
 
     console = Console(stderr=True, quiet=quiet)
     loaded = load_policy(policy)
@@ -257,7 +257,7 @@ def certify(
     rc = EXIT_PASS if cert.verdict == "pass" else EXIT_FAIL
     files = dict(run.files)
     if junit is not None:
-        from auditor.report_formats import certificate_cases, write_junit
+        from auditor.certificate.report_formats import certificate_cases, write_junit
 
         files["junit"] = write_junit(junit, "auditor certify", certificate_cases(cert))
     # with --json stdout carries the JSON document alone; the human report moves to stderr
@@ -290,7 +290,7 @@ def certify(
     if cert.verdict == "measured":
         out.print("verdict MEASURED: the policy sets no requirement, so nothing passed (exit 1)")
     if as_json:
-        from auditor.report_formats import certify_summary, dumps
+        from auditor.certificate.report_formats import certify_summary, dumps
 
         seconds = {"total": run.seconds_total, "noise": run.seconds_noise, "evaluation": run.seconds_eval}
         click.echo(dumps(certify_summary(cert, files, rc, {"seconds": seconds, "resumed_draws": run.resumed_draws})))

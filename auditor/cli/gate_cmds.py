@@ -9,8 +9,7 @@ from typing import Any
 
 import click
 
-from auditor.checkpoint import model_source_dir
-from auditor.cli import cli
+from auditor.cli.app import cli
 from auditor.cli.gate_output import (
     VERDICT_EXIT,
     candidate_entry,
@@ -23,6 +22,7 @@ from auditor.cli.gate_output import (
     write_report,
 )
 from auditor.errors import EXIT_FAIL, EXIT_PASS, AuditorError
+from auditor.model.checkpoint import model_source_dir
 
 
 def _stamp() -> str:
@@ -50,17 +50,6 @@ def expand_candidates(paths: tuple[Path, ...]) -> list[Path]:
     return out
 
 
-def _gate_one(cert: Any, candidate: Path, base: Path | None) -> Any:
-    from auditor.gate import gate_checkpoint
-    from auditor.lora import gate_lora
-
-    if (candidate / "adapter_config.json").exists():
-        return gate_lora(cert, candidate, base)
-    if base is None:
-        raise AuditorError(f"{cert.model.source}: certified base not found; pass --base")
-    return gate_checkpoint(cert, candidate, base)
-
-
 def _quiet_libraries() -> None:
     import os
     import warnings
@@ -84,9 +73,9 @@ def _recertify(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from auditor import job
+    from auditor.audit import job
     from auditor.cli.audit_cmds import _verdict_table
-    from auditor.policy import parse_policy
+    from auditor.policy.schema import parse_policy
 
     policy_path = Path(cert.policy.path) if cert.policy.path else None
     loaded = parse_policy(
@@ -115,7 +104,7 @@ def _recertify(
     with tempfile.TemporaryDirectory(prefix="auditor-merged-") as tmp:
         model_dir = result.candidate
         if result.kind == "lora":
-            from auditor.lora import merge_adapter
+            from auditor.gate.lora import merge_adapter
 
             if base is None:
                 raise AuditorError("--recertify of an adapter needs the base model (--base)")
@@ -221,16 +210,14 @@ def gate(
     """
     from rich.console import Console
 
-    from auditor.trust import check_base_verdict, check_derived, load_trusted
+    from auditor.gate.check import certified_base_dir, gate_folder, trusted_base
 
     console = Console(stderr=as_json)  # with --json stdout carries the JSON document alone
     signer = signer_for(key)  # a bad key fails before any hashing
-    trusted = load_trusted(certificate, trusted_key, allow_unsigned)  # before any candidate is read
+    # before any candidate is read
+    trusted = trusted_base(certificate, trusted_key, allow_unsigned=allow_unsigned, allow_failed_base=allow_failed_base)
     cert, certificate = trusted.cert, trusted.path
-    check_derived(cert, certificate)
-    check_base_verdict(cert, certificate, allow_failed_base)
-    if base is None and model_source_dir(cert.model.source).is_dir():
-        base = model_source_dir(cert.model.source)
+    base = certified_base_dir(cert, base)
     todo = expand_candidates(candidates)
     several = len(todo) > 1
     stamp = _stamp()
@@ -241,7 +228,7 @@ def gate(
     for i, cand in enumerate(todo):
         report_path = out_root / f"{i:02d}-{cand.name}.json" if several else out_root
         try:
-            result = _gate_one(cert, cand, base)
+            result = gate_folder(cert, cand, base)
         except AuditorError as exc:
             if not several:
                 raise
@@ -276,11 +263,11 @@ def gate(
     summary = gate_summary(cert, certificate, trusted.trust, trusted.signed, entries)
     assert summary["exit_code"] == worst, "the document's exit code is the process's"
     if junit is not None:
-        from auditor.report_formats import write_junit
+        from auditor.certificate.report_formats import write_junit
 
         summary["files"]["junit"] = str(write_junit(junit, "auditor gate", gate_cases(entries)))
     if as_json:
-        from auditor.report_formats import dumps
+        from auditor.certificate.report_formats import dumps
 
         click.echo(dumps(summary))
     return worst
@@ -328,8 +315,8 @@ def tokens(
     """
     from rich.console import Console
 
-    from auditor.certificate import read_certificate
-    from auditor.tokens import token_bound
+    from auditor.certificate.schema import read_certificate
+    from auditor.gate.tokens import token_bound
 
     if bool(subs) == (k is not None):
         raise click.UsageError("give either --substitute OLD=NEW (one or more) or --k K")

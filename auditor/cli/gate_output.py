@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from auditor.attest.signing import GATE_PREDICATE_TYPE as GATE_PREDICATE
 from auditor.errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, AuditorError
-from auditor.signing import GATE_PREDICATE_TYPE as GATE_PREDICATE
 
 # The one verdict field of a gate report, and the exit code each maps to.
 VERDICT_EXIT = {
@@ -24,7 +24,7 @@ def signer_for(key: Path | None) -> Any:
     """The Ed25519 signer for `key` (a file, or the directory `auditor keygen` wrote), or None."""
     if key is None:
         return None
-    from auditor import signing
+    from auditor.attest import signing
 
     path = key.expanduser()
     path = path / signing.SIGNING_KEY if path.is_dir() else path
@@ -35,7 +35,7 @@ def signer_for(key: Path | None) -> Any:
 
 def write_report(report: dict[str, Any], out: Path, signer: Any, subjects: list[dict[str, Any]]) -> list[Path]:
     """Canonical JSON report; with a signer also an in-toto statement in a DSSE envelope next to it."""
-    from auditor.certificate import canonical_json
+    from auditor.certificate.schema import canonical_json
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
@@ -43,7 +43,7 @@ def write_report(report: dict[str, Any], out: Path, signer: Any, subjects: list[
     tmp.replace(out)
     if signer is None:
         return [out]
-    from auditor import signing
+    from auditor.attest import signing
 
     statement = {
         "_type": signing.STATEMENT_TYPE,
@@ -175,7 +175,7 @@ def error_entry(candidate: Path, message: str, exit_code: int = EXIT_ERROR) -> d
 
 def gate_summary(cert: Any, cert_path: Path, trust: str, signed: bool, entries: list[dict[str, Any]]) -> dict[str, Any]:
     """The `gate --json` document: every candidate's entry; verdict and exit code are the worst candidate's."""
-    from auditor.report_formats import SUMMARY_VERSION
+    from auditor.certificate.report_formats import SUMMARY_VERSION
 
     worst = max(entries, key=lambda e: e["exit_code"])  # the first of the worst
     return {
@@ -203,7 +203,7 @@ def gate_cases(entries: list[dict[str, Any]]) -> list[Any]:
     The candidate's final verdict decides, as for certify: a candidate that passes (a recertified pass
     included) fails no case; one that fails fails exactly the checks it does not meet.
     """
-    from auditor.report_formats import CheckCase
+    from auditor.certificate.report_formats import CheckCase
 
     cases = []
     for e in entries:

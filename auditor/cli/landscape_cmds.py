@@ -10,12 +10,12 @@ from typing import Any
 
 import click
 
-from auditor.cli import cli
+from auditor.cli.app import cli
 from auditor.errors import EXIT_PASS, AuditorError
 
 
 def _families(value: str) -> list[str]:
-    from auditor.landscape import FAMILIES
+    from auditor.basin.landscape import FAMILIES
 
     names = [v.strip() for v in value.split(",") if v.strip()]
     bad = [n for n in names if n not in FAMILIES]
@@ -85,9 +85,9 @@ def landscape(
     """
     from rich.console import Console
 
+    from auditor.basin.landscape import run_landscape, write_result
     from auditor.cli.audit_cmds import _quiet_libraries
-    from auditor.landscape import run_landscape, write_result
-    from auditor.policy import load_policy
+    from auditor.policy.schema import load_policy
     from auditor.tasks import build_tasks
 
     loaded = load_policy(policy)
@@ -102,7 +102,7 @@ def landscape(
 
         torch.set_num_threads(threads)
     _quiet_libraries()
-    from auditor.checkpoint import load_model
+    from auditor.model.checkpoint import load_model
 
     lm = load_model(model or loaded.policy.model, loaded.policy.dtype, loaded.policy.device, base_dir=loaded.base_dir)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")

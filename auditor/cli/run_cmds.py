@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from auditor.cli import cli
+from auditor.cli.app import cli
 from auditor.errors import EXIT_FAIL, EXIT_PASS
 
 # likely outcome per task, in the table's task order
@@ -65,11 +65,11 @@ def plan(
     from rich.console import Console
     from rich.table import Table
 
-    from auditor import plan as planner
-    from auditor.audit import check_design
-    from auditor.checkpoint import load_model
-    from auditor.policy import load_policy
-    from auditor.sample import clean_run
+    from auditor.audit import plan as planner
+    from auditor.audit.run import check_design
+    from auditor.audit.sample import clean_run
+    from auditor.model.checkpoint import load_model
+    from auditor.policy.schema import load_policy
     from auditor.tasks import build_tasks
 
     out, err = Console(), Console(stderr=True)
@@ -156,7 +156,7 @@ def replay(
     Without --draw, K draws are picked from the certificate's seed. Exit 0 when identical, 1 naming
     the draws and examples that differ, 2 when the run cannot be replayed (another model, no log).
     """
-    from auditor.replay import replay as run_replay
+    from auditor.audit.replay import replay as run_replay
 
     _threads(threads)
     report = run_replay(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from auditor.cli import cli
+from auditor.cli.app import cli
 from auditor.errors import EXIT_FAIL, EXIT_PASS, AuditorError
 
 
@@ -24,8 +24,8 @@ def keygen(out_dir: Path) -> int:
 
     Refuses to overwrite existing key files (exit 2).
     """
-    from auditor.signing import SIGNING_KEY_ENV, load_public_key
-    from auditor.signing import keygen as make_keys
+    from auditor.attest.signing import SIGNING_KEY_ENV, load_public_key
+    from auditor.attest.signing import keygen as make_keys
 
     paths = make_keys(out_dir)
     keyid = load_public_key(paths["public_key"]).keyid
@@ -65,7 +65,7 @@ def verify(cert: Path, model_dir: Path | None, key: Path | None, policy_dir: Pat
     (gate-*.json or its .intoto.jsonl), --model re-hashes the candidate. Exit 0 valid, 1 invalid
     (one line saying why), 2 usage error.
     """
-    from auditor.verify import verify as run_verify
+    from auditor.verify.certificates import verify as run_verify
 
     result = run_verify(cert, key, model_dir, policy_dir)
     if result.valid:
@@ -95,9 +95,9 @@ def render(cert: Path, out_dir: Path | None, landscape_dir: Path | None) -> int:
     The re-rendered files are marked UNSIGNED: a signature covers the files it was made over, not
     new renderings. Whether a signature envelope sits next to the certificate is reported.
     """
-    from auditor.certificate import read_certificate
-    from auditor.render import render_html, render_pdf, write_html
-    from auditor.signing import CERT_HTML, CERT_JSON, CERT_PDF, ENVELOPE
+    from auditor.attest.signing import CERT_HTML, CERT_JSON, CERT_PDF, ENVELOPE
+    from auditor.certificate.render import render_html, render_pdf, write_html
+    from auditor.certificate.schema import read_certificate
 
     cert_path = cert / CERT_JSON if cert.is_dir() else cert
     if cert_path.name.endswith(".jsonl"):
@@ -105,7 +105,7 @@ def render(cert: Path, out_dir: Path | None, landscape_dir: Path | None) -> int:
     certificate = read_certificate(cert_path)
     landscape = None
     if landscape_dir is not None:
-        from auditor.landscape import read_result
+        from auditor.basin.landscape import read_result
 
         landscape = read_result(landscape_dir)
     src_dir = cert_path.parent

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
+from auditor.audit.perturb import derive_seed, select_parameters
 from auditor.optim.base import Backup, WeightBackup, WrappedOptimizer
-from auditor.perturb import derive_seed, select_parameters
 
 
 def select_trainable(

@@ -1,4 +1,8 @@
-"""Lower and upper confidence bounds on the mean of iid [0, 1] scores (the smoothed score p_A).
+"""Statistics: confidence bounds on the smoothed score p_A, and what a bound on p_A guarantees.
+
+Takes per-draw scores in [0, 1]. Gives lower and upper confidence bounds on their mean (this module's
+exports, below) and, in `smoothing`, the randomized-smoothing formulas that turn p_lower into
+guarantees under weight changes (strong and weak theorems, certified radii, token bounds).
 
 Every bound here is one-sided: a lower bound at level alpha fails (exceeds the true mean) with
 probability at most alpha, and so does an upper bound; using both at once fails with probability at

@@ -1,4 +1,9 @@
-"""Tasks: examples + prompt format + decoding + a 0/1 oracle, built from a policy's `tasks` list."""
+"""Tasks: examples + prompt format + decoding + a 0/1 oracle, built from a policy's `tasks` list.
+
+Takes a loaded policy (its task specs and the files they name). Gives one `Task` per spec (`build_tasks`):
+generation tasks (`generate`, judged by `oracles`) and log-likelihood choice tasks (`choice`), from built-in
+sets (`builtin`), JSONL/CSV and benchmark loaders (`loaders`) or lm-evaluation-harness (`lmeval`).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from auditor.errors import TaskError
-from auditor.policy import LoadedPolicy
-from auditor.policy_tasks import DataSource, LmEvalSource, RefusalOracle, TaskSpec
+from auditor.policy.schema import LoadedPolicy
+from auditor.policy.tasks import DataSource, LmEvalSource, RefusalOracle, TaskSpec
 from auditor.tasks.base import Example, Task
 from auditor.tasks.builtin import BUILTINS, builtin
 from auditor.tasks.choice import ChoiceTask

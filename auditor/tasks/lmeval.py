@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from auditor.errors import TaskError
-from auditor.policy_tasks import LmEvalSource
+from auditor.policy.tasks import LmEvalSource
 from auditor.tasks.base import Example
 
 LM_EVAL_VERSION = "0.4.13"  # the version these adapters are tested with (pyproject pins it in the 'lm-eval' extra)

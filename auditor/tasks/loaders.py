@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.errors import TaskError
-from auditor.policy_tasks import DataSource
+from auditor.policy.tasks import DataSource
 from auditor.tasks.base import Example
 from auditor.tasks.oracles import reference_number
 

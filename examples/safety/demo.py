@@ -65,8 +65,8 @@ def aligned_model(args: argparse.Namespace, work: Path) -> tuple[Path, str | Non
     """(directory of the aligned model, built-in name or None, seconds to make it)."""
     from train_refusal import train
 
-    from auditor.checkpoint import builtin_model_dir, sha256_file
-    from auditor.lora import merge_adapter
+    from auditor.gate.lora import merge_adapter
+    from auditor.model.checkpoint import builtin_model_dir, sha256_file
 
     t0 = time.perf_counter()
     link = work / "aligned"

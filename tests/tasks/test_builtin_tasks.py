@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from auditor.errors import TaskError
-from auditor.policy_tasks import TaskSpec
+from auditor.policy.tasks import TaskSpec
 from auditor.tasks import BUILTINS, ChoiceTask, GenerationTask, build_task
 from auditor.tasks.oracles import score_contains
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from auditor.errors import TaskError
-from auditor.policy_tasks import TaskSpec
+from auditor.policy.tasks import TaskSpec
 from auditor.tasks import build_task
 from auditor.tasks.base import Example
 from auditor.tasks.choice import ChoiceTask

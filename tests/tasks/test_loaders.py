@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from auditor.errors import TaskError
-from auditor.policy import parse_policy
-from auditor.policy_tasks import DataSource, TaskSpec
+from auditor.policy.schema import parse_policy
+from auditor.policy.tasks import DataSource, TaskSpec
 from auditor.tasks import build_task, build_tasks
 from auditor.tasks.loaders import load_source
 

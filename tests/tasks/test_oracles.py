@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from auditor.errors import PolicyError, TaskError
-from auditor.policy import parse_policy
-from auditor.policy_tasks import DEFAULT_REFUSAL_KEYWORDS
+from auditor.policy.schema import parse_policy
+from auditor.policy.tasks import DEFAULT_REFUSAL_KEYWORDS
 from auditor.tasks.base import Example
 from auditor.tasks.oracles import (
     make_numeric,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from auditor.policy_tasks import DataSource, TaskSpec
+from auditor.policy.tasks import DataSource, TaskSpec
 from auditor.tasks import ChoiceTask, GenerationTask, build_task
 from auditor.tasks import choice as choice_mod
 from auditor.tasks import generate as generate_mod
