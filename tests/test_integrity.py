@@ -208,6 +208,7 @@ def test_verify_checks_the_draw_log_against_the_certificate(tmp_path, capsys):
 def test_verify_signed_gate_report(tmp_path, capsys):
     from auditor.attest import signing
     from auditor.cli.gate_cmds import write_report
+    from auditor.model.checkpoint import sha256_file
 
     cand = tmp_path / "cand"
     cand.mkdir()
@@ -216,9 +217,7 @@ def test_verify_signed_gate_report(tmp_path, capsys):
         "report": "auditor-gate",
         "verdict": "pass",
         "certificate": {"run_id": "r1"},
-        "candidate": {
-            "files": [{"path": "model.safetensors", "sha256": signing.sha256_path(cand / "model.safetensors")}]
-        },
+        "candidate": {"files": [{"path": "model.safetensors", "sha256": sha256_file(cand / "model.safetensors")}]},
     }
     keys = signing.keygen(tmp_path / "keys")
     subjects = [{"name": "model.safetensors", "digest": {"sha256": report["candidate"]["files"][0]["sha256"]}}]

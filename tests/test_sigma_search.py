@@ -14,14 +14,13 @@ from conftest import make_model
 from scipy.stats import norm
 
 from auditor import stats
-from auditor.attest.signing import sha256_path
 from auditor.audit import sigma_search
 from auditor.audit.run import ScorerTask, run_audit
 from auditor.certificate.schema import SigmaPilot, SigmaStep
 from auditor.cli import main
 from auditor.errors import PolicyError
 from auditor.gate.trust import Untrusted, check_derived
-from auditor.model.checkpoint import memory_identity
+from auditor.model.checkpoint import memory_identity, sha256_file
 from auditor.policy.schema import parse_policy
 
 # --------------------------------------------------------------------------- the procedure
@@ -209,7 +208,7 @@ def test_grid_certifies_in_order_stops_at_the_first_failure_and_records_it(grid_
     assert (run_dir / "draws.jsonl").is_file() and not (run_dir / "sigma-0.2").exists()
     for step in edge.steps[1:]:
         step_cert = run_dir / step.run / "certificate.json"
-        assert sha256_path(step_cert) == step.certificate_sha256
+        assert sha256_file(step_cert) == step.certificate_sha256
         assert json.loads(step_cert.read_text())["perturbation"]["sigma"] == step.sigma
     # simultaneous family: alpha/m per sigma is stricter than the fixed-sequence level
     assert all(s.p_lower_bonferroni < s.p_lower for s in edge.steps)

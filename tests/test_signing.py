@@ -28,10 +28,10 @@ from auditor.attest.signing import (
     keygen,
     load_public_key,
     resolve_key,
-    sha256_path,
 )
 from auditor.certificate.schema import canonical_json, read_certificate
 from auditor.errors import AuditorError
+from auditor.model.checkpoint import sha256_file
 
 
 def safetensors_bytes(name: str, values: list[float]) -> bytes:
@@ -128,7 +128,7 @@ def test_publish_signed_writes_all_files(signed):
     }
     assert not list(signed["run"].glob("*.tmp")) and not list(signed["run"].glob("*.unsigned"))
     cert = read_certificate(signed["certificate"])
-    assert cert.artifacts == {CERT_HTML: sha256_path(signed["html"]), CERT_PDF: sha256_path(signed["pdf"])}
+    assert cert.artifacts == {CERT_HTML: sha256_file(signed["html"]), CERT_PDF: sha256_file(signed["pdf"])}
     html = signed["html"].read_text()
     assert "SIGNED." in html and ">UNSIGNED<" not in html
 
@@ -141,14 +141,14 @@ def test_statement_subjects_and_predicate(signed):
     # The predicate is exactly certificate.json, byte for byte once canonical.
     assert canonical_json(statement["predicate"]) + b"\n" == signed["certificate"].read_bytes()
     subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
-    on_disk = {p.name: sha256_path(p) for p in signed["model"].iterdir()}
+    on_disk = {p.name: sha256_file(p) for p in signed["model"].iterdir()}
     assert len(on_disk) == 3
     for name, digest in on_disk.items():
         assert subjects[name] == digest
     cert = read_certificate(signed["certificate"])
     assert subjects["policy:policy.yaml"] == cert.policy.sha256
-    assert subjects[CERT_HTML] == sha256_path(signed["html"])
-    assert subjects[CERT_PDF] == sha256_path(signed["pdf"])
+    assert subjects[CERT_HTML] == sha256_file(signed["html"])
+    assert subjects[CERT_PDF] == sha256_file(signed["pdf"])
     assert len(subjects) == len(on_disk) + 3
 
 
@@ -181,7 +181,7 @@ def test_publish_unsigned(unsigned):
     assert set(unsigned) == {"model", "certificate", "html", "pdf"}
     assert not (unsigned["certificate"].parent / ENVELOPE).exists()  # the stale one was removed
     cert = read_certificate(unsigned["certificate"])
-    assert cert.artifacts[CERT_HTML] == sha256_path(unsigned["html"])
+    assert cert.artifacts[CERT_HTML] == sha256_file(unsigned["html"])
     html = unsigned["html"].read_text()
     assert html.count("UNSIGNED") >= 3
     out = pdfsig(unsigned["pdf"])

@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from auditor.attest.signing import sha256_path
 from auditor.certificate.schema import AttestedFile
+from auditor.model.checkpoint import sha256_file
 from auditor.policy.schema import LoadedPolicy
 from auditor.policy.tasks import DataSource, PythonOracle
 
@@ -44,7 +44,7 @@ def policy_files(loaded: LoadedPolicy) -> list[AttestedFile]:
         for role, name, path in found:
             if (role, name) not in seen and path.is_file():
                 seen[(role, name)] = AttestedFile(
-                    role=role, path=name, sha256=sha256_path(path), size=path.stat().st_size
+                    role=role, path=name, sha256=sha256_file(path), size=path.stat().st_size
                 )
     return sorted(seen.values(), key=lambda f: (f.role, f.path))
 

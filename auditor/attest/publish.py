@@ -20,7 +20,6 @@ from auditor.attest.signing import (
     PDF_KEY,
     build_statement,
     load_signer,
-    sha256_path,
     sign_pdf,
     sign_statement,
     write_envelope,
@@ -28,6 +27,7 @@ from auditor.attest.signing import (
 from auditor.certificate.render import render_html, render_pdf, write_html
 from auditor.certificate.schema import Certificate, write_certificate
 from auditor.errors import AuditorError
+from auditor.model.checkpoint import sha256_file
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def publish(cert: Certificate, out_dir: Path, key_path: Path | None) -> dict[str
     html = render_html(cert, signed=keys is not None)
     write_html(html, files["html"])
     _write_pdf(html, files["pdf"], keys)
-    artifacts = {CERT_HTML: sha256_path(files["html"]), CERT_PDF: sha256_path(files["pdf"])}
+    artifacts = {CERT_HTML: sha256_file(files["html"]), CERT_PDF: sha256_file(files["pdf"])}
     cert = cert.model_copy(update={"artifacts": artifacts})
     write_certificate(cert, files["certificate"])
     if keys is not None:

@@ -33,6 +33,7 @@ from auditor import stats
 from auditor.audit import verdicts
 from auditor.audit.seeding import derive_seed
 from auditor.certificate.schema import Certificate, SigmaEdge, SigmaPilot, SigmaSearch, SigmaStep
+from auditor.model.checkpoint import sha256_file
 from auditor.policy.tasks import Requirement
 from auditor.stats import smoothing
 
@@ -123,7 +124,6 @@ def run_grid(tasks: Sequence[Any], loaded: Any, run_dir: Path, audit: StepAudit)
     """Audit each grid sigma in order (sigma_1 in run_dir itself, the others in run_dir/sigma-<v>/), stop
     when every task has failed; the sigma_1 certificate with the search attached, and its sample."""
     from auditor.attest.publish import publish
-    from auditor.attest.signing import sha256_path
 
     policy = loaded.policy
     grid = policy.perturbation.grid
@@ -140,7 +140,7 @@ def run_grid(tasks: Sequence[Any], loaded: Any, run_dir: Path, audit: StepAudit)
             first.update(cert=cert, sample=sample)
         else:
             publish(cert, here, None)  # unsigned: only the search's own certificate is signed
-            digest = sha256_path(here / "certificate.json")
+            digest = sha256_file(here / "certificate.json")
         out = {}
         for r in cert.tasks:
             c = verdicts.pass_threshold(at.policy, r.name)

@@ -22,10 +22,10 @@ from auditor.attest.signing import (
     STATEMENT_TYPE,
     load_public_key,
     policy_subject_name,
-    sha256_path,
 )
 from auditor.certificate.schema import Certificate
 from auditor.errors import AuditorError
+from auditor.model.checkpoint import sha256_file
 from auditor.verify.envelope import (
     Invalid,
     Verification,
@@ -94,7 +94,7 @@ def check_renders(run_dir: Path, subjects: dict[str, str]) -> list[str]:
         if name not in subjects:
             raise Invalid(f"{name} is present but not covered by the signature")
         try:
-            digest = sha256_path(path)
+            digest = sha256_file(path)
         except OSError as exc:
             raise AuditorError(f"{path}: not readable ({exc.strerror or exc})") from exc
         if digest != subjects[name]:
@@ -113,7 +113,7 @@ def check_attested(cert: Certificate, policy_dir: Path) -> list[str]:
             notes.append(f"{f.role} file {f.path}: not found under {policy_dir} (not checked)")
             continue
         try:
-            digest = sha256_path(path)
+            digest = sha256_file(path)
         except OSError as exc:
             raise AuditorError(f"{path}: not readable ({exc.strerror or exc})") from exc
         if digest != f.sha256:
@@ -231,7 +231,7 @@ def check_grid_steps(run_dir: Path, cert: Certificate) -> str:
         if run != "." and not path.is_file():
             absent.append(run)
             continue
-        if digest is not None and sha256_path(path) != digest:
+        if digest is not None and sha256_file(path) != digest:
             raise Invalid(f"{run}/{CERT_JSON}: sha256 differs from the digest the signed sigma search records")
         step_cert = cert if run == "." else read_certificate(path)
         log = run_dir / run / DRAW_LOG
