@@ -29,8 +29,8 @@ def trusted_base(
 
 def certified_base_dir(cert: Certificate, base: Path | None) -> Path | None:
     """`base` when given, else the certificate's own model folder when it is on this machine."""
-    if base is None and model_source_dir(cert.model.source).is_dir():
-        return model_source_dir(cert.model.source)
+    if base is None and (own := model_source_dir(cert.model.source)).is_dir():
+        return own
     return base
 
 
